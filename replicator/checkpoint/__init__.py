@@ -1,0 +1,67 @@
+"""Per-shard checkpoints: the contract every backend keeps.
+
+A checkpoint is the sequence number of the last record of a shard that, with every record before it in
+that shard, has reached its outcome (written to the target, superseded, filtered, skipped or
+dead-lettered). Reading resumes AFTER_SEQUENCE_NUMBER of it, so delivery is at-least-once: records after
+the last saved checkpoint are read again after a crash, and last-writer-wins makes the replay harmless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The stored progress of one shard."""
+
+    shard_id: str
+    sequence_number: str | None
+    """Last record done; None when the shard was opened but nothing is done yet."""
+    shard_end: bool
+    """The shard is closed and every record in it is done: its children may start."""
+    updated_at_s: float
+    parent_shard_id: str | None = None
+    owner: str | None = None
+    lease_counter: int = 0
+
+
+class CheckpointStore(Protocol):
+    """Where checkpoints live. One store serves one stream ARN (the ARN is part of the key).
+
+    Contract:
+    - ``start`` creates what the store needs (table, file) if missing; idempotent; call once.
+    - ``save`` is idempotent: saving the same checkpoint twice is harmless. For one shard, calls come
+      from one task, in order; a backend need not reorder out-of-order calls. A sequence number is
+      saved only after its records reached their outcome: saving early would lose changes on a crash.
+    - ``save`` raising means the checkpoint was not stored; the caller may retry, or stop the shard
+      and let the records be read again. ``LeaseLostError`` means another worker owns the shard now:
+      the caller must stop processing it without retrying.
+    - ``load_all`` returns every stored checkpoint of the stream, by shard id.
+    - ``close`` releases connections; no call may follow it.
+    """
+
+    async def start(self) -> None:
+        """Create tables/files if missing."""
+        ...
+
+    async def load_all(self, stream_arn: str) -> dict[str, Checkpoint]:
+        """Every checkpoint stored for the stream."""
+        ...
+
+    async def save(
+        self,
+        stream_arn: str,
+        shard_id: str,
+        sequence_number: str | None,
+        *,
+        shard_end: bool = False,
+        parent_shard_id: str | None = None,
+    ) -> None:
+        """Store a shard's progress durably."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources."""
+        ...

@@ -1,0 +1,313 @@
+"""The long-running worker: discovers shards, runs one reader per ready shard, shuts down in order.
+
+Shutdown (SIGTERM/SIGINT): stop reading -> let in-flight batches finish and checkpoint, until
+``shutdown_timeout_s`` -> cancel what is left (its records are read again after restart) -> close the
+HTTP server and the clients (one AsyncExitStack, in reverse order of opening).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from replicator import __version__
+from replicator.aws import open_clients
+from replicator.checkpoint import Checkpoint, CheckpointStore
+from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
+from replicator.checkpoint.sqlite import SqliteCheckpointStore
+from replicator.config import Config
+from replicator.errors import ConfigError, StreamConfigError
+from replicator.http import HealthServer
+from replicator.logs import error_text
+from replicator.metrics import Metrics
+from replicator.pipeline.stages import Pipeline
+from replicator.processor import BatchProcessor, DeadLetterSink
+from replicator.retry import RetryPolicy, retrying
+from replicator.sink.writer import ConditionalWriter
+from replicator.source.kinesis import source_api
+from replicator.source.reader import ReaderSettings, ShardReader
+from replicator.source.shards import Shard, ShardTree
+from replicator.source.streams import StreamInfo, StreamsAPI
+from replicator.state import WorkerState
+
+log = structlog.get_logger(__name__)
+
+
+def check_view_type(view_type: str, cfg: Config) -> None:
+    """Refuse streams that cannot serve the configured replication."""
+    if view_type == "KEYS_ONLY":
+        raise StreamConfigError("the source stream is KEYS_ONLY: replication needs NEW_AND_OLD_IMAGES")
+    if view_type == "OLD_IMAGE":
+        raise StreamConfigError("the source stream is OLD_IMAGE: replication needs NEW_AND_OLD_IMAGES")
+    if view_type == "NEW_IMAGE" and cfg.replication.skip_echoes:
+        raise StreamConfigError(
+            "the source stream is NEW_IMAGE: telling replicated changes from application changes "
+            "(replication.skip_echoes, needed for active-active) requires NEW_AND_OLD_IMAGES; "
+            "for one-way replication only, set replication.skip_echoes: false"
+        )
+
+
+def build_processor(
+    cfg: Config,
+    *,
+    target_client: Any,  # noqa: ANN401 - aiobotocore client
+    metrics: Metrics,
+    dead_letters: DeadLetterSink | None,
+    clock: Callable[[], float] = time.time,
+    source_client: Any = None,  # noqa: ANN401 - aiobotocore client, for replication.source_tombstones
+) -> BatchProcessor:
+    """The pipeline, the writer and the batch processor: the same for the service and the Lambda handler."""
+    writer = ConditionalWriter(
+        target_client,
+        table=cfg.target.table,
+        cfg=cfg.replication,
+        origin_region=cfg.source.region,
+        target_region=cfg.target.region,
+        clock=clock,
+    )
+    source_writer = None
+    if cfg.replication.source_tombstones and cfg.replication.deletes == "tombstone":
+        if source_client is None or cfg.source.table is None:
+            raise ConfigError("replication.source_tombstones needs source.table (and a source client)")
+        # It writes into the source region: the change's own region is the "target" for tie rules.
+        source_writer = ConditionalWriter(
+            source_client,
+            table=cfg.source.table,
+            cfg=cfg.replication,
+            origin_region=cfg.source.region,
+            target_region=cfg.source.region,
+            clock=clock,
+        )
+    return BatchProcessor(
+        source_writer=source_writer,
+        pipeline=Pipeline.from_config(cfg, clock=clock),
+        writer=writer,
+        metrics=metrics,
+        retry_policy=write_retry_policy(cfg),
+        max_concurrent_writes=cfg.target.max_concurrent_writes,
+        dead_letters=dead_letters,
+        maximum_record_age_s=cfg.failure.maximum_record_age_seconds,
+        bisect_on_error=cfg.failure.bisect_batch_on_function_error,
+        clock=clock,
+    )
+
+
+def write_retry_policy(cfg: Config) -> RetryPolicy:
+    """Retries of target writes: unlimited unless ``failure.maximum_retry_attempts`` says otherwise."""
+    attempts = cfg.failure.maximum_retry_attempts
+    return RetryPolicy(max_attempts=None if attempts < 0 else attempts)
+
+
+class Replicator:
+    """The ECS service: one process replicating one source stream into one target table."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        metrics: Metrics | None = None,
+        dead_letters: DeadLetterSink | None = None,
+        shutdown_timeout_s: float = 20.0,
+        clients: dict[str, Any] | None = None,
+    ) -> None:
+        """Hold the configuration; all I/O happens in ``run``.
+
+        ``clients`` replaces the AWS clients ``run`` would open (tests inject scripted ones; the caller
+        owns and closes them).
+        """
+        self.cfg = cfg
+        self._injected_clients = clients
+        self.metrics = metrics or Metrics()
+        self.state = WorkerState(self.metrics)
+        self.dead_letters = dead_letters
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.worker_id = cfg.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.http: HealthServer | None = None
+        self.stream: StreamInfo | None = None
+        self.started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._discover_now = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[str]] = {}
+        self._failed: set[str] = set()
+
+    def stop(self) -> None:
+        """Ask the worker to shut down (signal handlers call this)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Replicate until ``stop``; raises StreamConfigError when the stream cannot be used."""
+        cfg = self.cfg
+        self.metrics.build_info.info(
+            {
+                "version": __version__,
+                "source_region": cfg.source.region,
+                "source_table": cfg.source.table or "",
+                "target_region": cfg.target.region,
+                "target_table": cfg.target.table,
+                "checkpoint_backend": cfg.checkpoint.backend,
+            }
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            # Every line logged by this worker and its readers (tasks copy the context) names the tables.
+            stack.enter_context(
+                structlog.contextvars.bound_contextvars(
+                    source_table=cfg.source.table or cfg.source.stream_arn, target_table=cfg.target.table
+                )
+            )
+            clients = self._injected_clients or await open_clients(stack, cfg)
+            if self.dead_letters is None:
+                from replicator import deadletter  # noqa: PLC0415 - only needed with a destination
+
+                self.dead_letters = await deadletter.from_config(cfg, stack, metrics=self.metrics)
+            store = self._store(clients)
+            await store.start()
+            stack.push_async_callback(store.close)
+            if cfg.metrics.enabled:
+                self.http = HealthServer(
+                    self.state,
+                    host=cfg.metrics.host,
+                    port=cfg.metrics.port,
+                    readiness_timeout_s=cfg.metrics.readiness_timeout_s,
+                )
+                await self.http.start()
+                stack.push_async_callback(self.http.close)
+                log.info("metrics_listening", host=cfg.metrics.host, port=self.http.port)
+            api = await source_api(stack, cfg, clients)  # DynamoDB Streams, or Kinesis (source.kind)
+            self.stream = await retrying(
+                "DescribeStream",
+                lambda: api.resolve(table=cfg.source.table, stream_arn=cfg.source.stream_arn),
+                policy=RetryPolicy(max_attempts=10),
+                metrics=self.metrics,
+            )
+            check_view_type(self.stream.view_type, cfg)
+            processor = build_processor(
+                cfg,
+                target_client=clients["target"],
+                metrics=self.metrics,
+                dead_letters=self.dead_letters,
+                source_client=clients["source"],
+            )
+            log.info("started", stream_arn=self.stream.arn, worker_id=self.worker_id, target_table=cfg.target.table)
+            self.state.running = True
+            self.started.set()
+            try:
+                await self._coordinate(api, store, processor)
+            finally:
+                await self._shutdown()
+
+    def _store(self, clients: dict[str, Any]) -> CheckpointStore:
+        cp = self.cfg.checkpoint
+        if cp.backend == "dynamodb":
+            assert cp.table is not None  # noqa: S101 - validated by the config model
+            return DynamoDBCheckpointStore(clients["checkpoint"], cp.table)
+        return SqliteCheckpointStore(cp.path)
+
+    async def _coordinate(self, api: StreamsAPI, store: CheckpointStore, processor: BatchProcessor) -> None:
+        assert self.stream is not None  # noqa: S101 - set by run
+        arn = self.stream.arn
+        tree = ShardTree()
+        checkpoints: dict[str, Checkpoint] = await retrying(
+            "LoadCheckpoints", lambda: store.load_all(arn), policy=RetryPolicy(max_attempts=10), metrics=self.metrics
+        )
+        first_discovery = True
+        discovery_retry = RetryPolicy(max_attempts=None, max_delay_s=10)
+        while not self._stop.is_set():
+            shards = await retrying("DescribeStream", lambda: api.list_shards(arn), policy=discovery_retry, metrics=self.metrics)
+            new = tree.update(shards)
+            if new:
+                log.info("shards_discovered", new=len(new), known=len(tree.shards))
+            for shard in tree.ready(checkpoints, set(self._tasks) | self._failed):
+                self._start_reader(api, store, processor, shard, checkpoints, first_discovery=first_discovery)
+            for shard in tree.shards.values():
+                if shard.shard_id not in self._tasks and shard.shard_id not in self._failed and tree.parent_pending(shard, checkpoints):
+                    self.state.set_state(shard.shard_id, "waiting_on_parent")
+            first_discovery = False
+            await self._wait_for_event(checkpoints)
+
+    def _start_reader(
+        self,
+        api: StreamsAPI,
+        store: CheckpointStore,
+        processor: BatchProcessor,
+        shard: Shard,
+        checkpoints: dict[str, Checkpoint],
+        *,
+        first_discovery: bool,
+    ) -> None:
+        assert self.stream is not None  # noqa: S101 - set by run
+        cfg = self.cfg
+        parent_done = shard.parent_shard_id is not None and shard.parent_shard_id in checkpoints
+        # LATEST applies to shards open when the worker first starts; a child of a shard we read, or a
+        # shard that appears later, is read from its start so none of its records are missed.
+        position = cfg.starting_position if (first_discovery and not parent_done) else "TRIM_HORIZON"
+        reader = ShardReader(
+            api=api,
+            stream_arn=self.stream.arn,
+            shard=shard,
+            checkpoint=checkpoints.get(shard.shard_id),
+            store=store,
+            processor=processor,
+            state=self.state,
+            metrics=self.metrics,
+            settings=ReaderSettings(
+                reader=cfg.reader,
+                batch_size=cfg.failure.batch_size,
+                initial_position=position,
+                batching_window_s=cfg.failure.maximum_batching_window_seconds,
+            ),
+            retry_policy=RetryPolicy(max_attempts=None, max_delay_s=10),
+            stop=self._stop,
+        )
+        task = asyncio.create_task(reader.run(), name=f"shard:{shard.shard_id}")
+        self._tasks[shard.shard_id] = task
+
+    async def _wait_for_event(self, checkpoints: dict[str, Checkpoint]) -> None:
+        """Sleep until a reader finishes, the discovery interval passes, or stop is asked."""
+        waiters: set[asyncio.Future[Any]] = set(self._tasks.values())
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        waiters.add(stop_wait)
+        try:
+            await asyncio.wait(waiters, timeout=self.cfg.reader.shard_discovery_interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        for shard_id, task in list(self._tasks.items()):
+            if not task.done():
+                continue
+            del self._tasks[shard_id]
+            exc = task.exception() if not task.cancelled() else None
+            if exc is not None:
+                self.metrics.errors.labels(kind="shard_failed").inc()
+                self.state.set_state(shard_id, "stopped", error=type(exc).__name__)
+                log.error(
+                    "shard_stopped", shard_id=shard_id, error=error_text(exc), error_type=type(exc).__name__
+                )
+                # A stopped shard stays stopped (its children wait) until the cause is fixed and the
+                # worker restarted: moving on would break per-key order or lose changes.
+                self._failed.add(shard_id)
+            elif task.result() == "shard_end":
+                status = self.state.shard(shard_id)
+                checkpoints[shard_id] = Checkpoint(shard_id, status.checkpoint, shard_end=True, updated_at_s=time.time())
+                self.state.set_state(shard_id, "closed")
+
+    async def _shutdown(self) -> None:
+        self._stop.set()
+        self.state.running = False
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("shutdown_cancelled_readers", readers=len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+            for task in tasks:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("shard_error_at_shutdown", error=error_text(task.exception()))  # type: ignore[arg-type]
+        log.info("stopped")

@@ -1,0 +1,172 @@
+"""The conditional writer: every target write is conditional on last-writer-wins.
+
+The ConditionExpression is built from named clauses (below), so a reader can check each case. A failed
+condition is an outcome (``superseded``: the target already holds a newer version), not an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from replicator.config import ReplicationConfig
+from replicator.errors import RecordRejectedError, error_code, is_transient
+from replicator.records import ChangeRecord, Item
+from replicator.sink import version as versions
+
+WriteOutcome = Literal["replicated", "superseded"]
+
+# Errors that no retry can fix: the target refuses this one record (bad key type, item too large,
+# an attribute the table's schema forbids). The record is poison; the failure policy isolates it.
+_REJECTED_CODES = frozenset({"ValidationException", "ItemCollectionSizeLimitExceededException", "SerializationException"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Write:
+    """One change made ready for the target: the item to put (None: a delete) and its version."""
+
+    keys: Item
+    item: Item | None
+    version: str
+    app_timestamp_us: int | None
+    record: ChangeRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    """A PutItem or DeleteItem request, as keyword arguments for the client."""
+
+    operation: Literal["PutItem", "DeleteItem"]
+    params: dict[str, Any]
+
+
+class ConditionBuilder:
+    """Builds the last-writer-wins ConditionExpression for one worker's (source, target) pair."""
+
+    def __init__(self, cfg: ReplicationConfig, *, origin_region: str, target_region: str) -> None:
+        """Fix the attribute names and the static tie rule; no I/O."""
+        self._cfg = cfg
+        # Two different origins with the same application timestamp: the greater region name wins, in
+        # every replica. A local write in the target is from the target's region, so the tie rule for
+        # it is known when this worker starts.
+        self._incoming_wins_ties = origin_region > target_region
+
+    def names(self, *, with_timestamp: bool) -> dict[str, str]:
+        """ExpressionAttributeNames for the condition."""
+        names = {"#ver": self._cfg.version_attribute}
+        if self._cfg.timestamp_attribute is not None:
+            names["#ts"] = self._cfg.timestamp_attribute
+            if with_timestamp:
+                names["#rts"] = self._cfg.timestamp_marker_attribute
+        return names
+
+    def expression(self, *, with_timestamp: bool) -> str:
+        """The condition; ``with_timestamp``: the incoming change carries the application timestamp."""
+        # The target never saw a replicated version of this key (no item, or only local writes).
+        never_replicated = "attribute_not_exists(#ver)"
+        # The target's replicated version is older than this change's.
+        older_version = "#ver < :ver"
+        if self._cfg.timestamp_attribute is None:
+            return f"{never_replicated} OR {older_version}"
+        if not with_timestamp:
+            # This change lacks the application timestamp: it may only replace items that lack one too.
+            return f"attribute_not_exists(#ts) AND ({never_replicated} OR {older_version})"
+        # No application timestamp to compare against: nothing the target holds is known to be newer.
+        no_timestamp = "attribute_not_exists(#ts)"
+        # The target's last write was local (its timestamp differs from the replicated copy)...
+        last_write_local = "(attribute_not_exists(#rts) OR #rts <> #ts)"
+        # ...and older than this change.
+        local_older = f"(#ts < :ts AND {last_write_local})"
+        # The target's last write was replicated: the full version decides (it starts with the timestamp).
+        replicated_older = "(#rts = #ts AND #ver < :ver)"
+        clauses = [no_timestamp, local_older, replicated_older]
+        if self._incoming_wins_ties:
+            # Same timestamp as a local write in the target: origin region breaks the tie.
+            clauses.append(f"(#ts = :ts AND {last_write_local})")
+        return " OR ".join(clauses)
+
+
+class ConditionalWriter:
+    """Writes changes to the target table with last-writer-wins conditions and replication markers."""
+
+    def __init__(
+        self,
+        client: Any,  # noqa: ANN401 - an aiobotocore DynamoDB client (no stubs)
+        *,
+        table: str,
+        cfg: ReplicationConfig,
+        origin_region: str,
+        target_region: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Bind the writer to a target table; no I/O."""
+        self._client = client
+        self._table = table
+        self._cfg = cfg
+        self._origin = origin_region
+        self._conditions = ConditionBuilder(cfg, origin_region=origin_region, target_region=target_region)
+        self._clock = clock
+
+    def request(self, write: Write) -> Request:
+        """Build the conditional PutItem (or DeleteItem, with ``deletes: delete``) for a change."""
+        cfg = self._cfg
+        with_ts = cfg.timestamp_attribute is not None and write.app_timestamp_us is not None
+        values: dict[str, Any] = {":ver": {"S": write.version}}
+        markers: Item = {cfg.version_attribute: {"S": write.version}, cfg.origin_attribute: {"S": self._origin}}
+        if with_ts:
+            assert cfg.timestamp_attribute is not None  # noqa: S101 - narrowed by with_ts
+            ts_value = (write.item or {}).get(cfg.timestamp_attribute) or versions.app_timestamp_value(
+                write.app_timestamp_us or 0, cfg.timestamp_unit
+            )
+            values[":ts"] = ts_value
+            markers[cfg.timestamp_marker_attribute] = ts_value
+            if write.item is None:
+                markers[cfg.timestamp_attribute] = ts_value
+        common = {
+            "TableName": self._table,
+            "ConditionExpression": self._conditions.expression(with_timestamp=with_ts),
+            "ExpressionAttributeNames": self._conditions.names(with_timestamp=with_ts),
+            "ExpressionAttributeValues": values,
+        }
+        if write.item is not None:
+            return Request("PutItem", {"Item": {**write.item, **markers}, **common})
+        if cfg.deletes == "delete":
+            return Request("DeleteItem", {"Key": write.keys, **common})
+        tombstone: Item = {
+            **write.keys,
+            **markers,
+            cfg.tombstone_attribute: {"BOOL": True},
+            cfg.expires_attribute: {"N": str(int(self._clock()) + cfg.tombstone_ttl_s)},
+        }
+        return Request("PutItem", {"Item": tombstone, **common})
+
+    async def write(self, write: Write) -> WriteOutcome:
+        """Write one change; ``superseded`` when the target already holds a newer version.
+
+        Raises RecordRejectedError when the target refuses the record for good; transient errors
+        (throttling, 5xx, connection) propagate unchanged for the caller's retry loop.
+        """
+        req = self.request(write)
+        try:
+            if req.operation == "PutItem":
+                await self._client.put_item(**req.params)
+            else:
+                await self._client.delete_item(**req.params)
+        except Exception as exc:
+            code = error_code(exc)
+            if code == "ConditionalCheckFailedException":
+                return "superseded"
+            if code in _REJECTED_CODES and not is_transient(exc):
+                raise RecordRejectedError(
+                    f"target table {self._table} rejected the record at shard {write.record.shard_id} "
+                    f"sequence {write.record.sequence_number}: {code}: {_message(exc)}"
+                ) from exc
+            raise
+        return "replicated"
+
+
+def _message(exc: BaseException) -> str:
+    response: Any = getattr(exc, "response", {})
+    return str(response.get("Error", {}).get("Message", exc))
