@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: venv deps apt-tools dynamodb-local test demo lint bench lambda-package
+.PHONY: venv deps apt-tools dynamodb-local test demo lint bench bench-smoke lambda-package
 
 venv: $(VENV_STAMP)
 
@@ -55,8 +55,13 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# bench: lag, saturated throughput and CPU/RSS per record, replicator vs the Lambda-handler baseline,
+# on two DynamoDB Local processes (a few minutes; JSON in bench/results/). bench-smoke: about a minute.
 bench: deps
 	$(VENV)/bin/python bench/run.py
+
+bench-smoke: deps
+	$(VENV)/bin/python bench/run.py --smoke
 
 # lambda-package: dist/lambda.zip for deploy/lambda/template.yaml (replicator + manylinux wheels of its
 # runtime dependencies, pinned to the venv's tested versions; deterministic). LAMBDA_ARCH=arm64 for Graviton.

@@ -4,7 +4,7 @@ A parallel Scan (``TotalSegments``) reads the source; each scanned item becomes 
 ChangeRecord that runs through the same pipeline (filters, transforms, markers) and the same
 ConditionalWriter as streamed changes, so last-writer-wins decides between a backfilled copy and a
 streamed change. Why the versions chosen here never let a stale copy overwrite a newer change:
-``.notes/design_backfill.md``. In short: a page of items gets the time its Scan request was *sent*,
+DESIGN.md, "Backfill". In short: a page of items gets the time its Scan request was *sent*,
 minus a safety margin, as its ApproximateCreationDateTime and ``0`` as its sequence number, and the
 Scan reads with ConsistentRead, so every change made after an item was read carries a greater version.
 

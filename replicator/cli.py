@@ -10,24 +10,8 @@ from pathlib import Path
 
 import click
 
-from replicator.config import Config, load_config
+from replicator.commands import config_option, load_or_exit
 from replicator.errors import ConfigError, ReplicatorError
-
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="YAML config file; REPLICATOR_<SECTION>__<KEY> variables override it. Omit to configure from the environment.",
-)
-
-
-def _load(config_path: Path | None) -> Config:
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,12 +21,12 @@ def main() -> None:
 
 
 @main.command("check-config")
-@CONFIG_OPTION
+@config_option
 def check_config(config_path: Path | None) -> None:
     """Validate the configuration (including filters and transforms) without running."""
     from replicator.pipeline.stages import Pipeline  # noqa: PLC0415 - keep CLI start-up light
 
-    cfg = _load(config_path)
+    cfg = load_or_exit(config_path)
     try:
         pipeline = Pipeline.from_config(cfg)
     except ConfigError as exc:
@@ -57,13 +41,13 @@ def check_config(config_path: Path | None) -> None:
 
 
 @main.command()
-@CONFIG_OPTION
+@config_option
 def run(config_path: Path | None) -> None:
     """Run the replication service until SIGTERM or SIGINT."""
     from replicator import logs  # noqa: PLC0415
     from replicator.service import Replicator  # noqa: PLC0415
 
-    cfg = _load(config_path)
+    cfg = load_or_exit(config_path)
     logs.configure(cfg.logging.level, cfg.logging.format, log_item_contents=cfg.logging.log_item_contents)
     try:
         asyncio.run(_run_service(Replicator(cfg)))

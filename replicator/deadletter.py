@@ -12,7 +12,7 @@ Two destinations, chosen by ``failure.on_failure.destination``:
   ``send`` calls are group-committed (one write and one fsync per batch of dead letters);
 - an SQS queue (an ``https://`` queue URL): SendMessageBatch. A document over SQS's message size limit
   is gzip-compressed; if still too large it is split into numbered parts that ``redrive`` reassembles
-  (see ``.notes/design_failure.md``).
+  (see DESIGN.md, "Failure handling").
 
 ``send`` returns only once the dead letter is stored; raising means it was not, and the processor must
 not let the checkpoint pass the record.

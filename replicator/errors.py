@@ -77,7 +77,7 @@ _THROTTLE_CODES = frozenset(
     }
 )
 _TRANSIENT_CODES = _THROTTLE_CODES | frozenset(
-    {"InternalServerError", "ServiceUnavailable", "InternalFailure", "RequestTimeout", "TransactionInProgressException"}
+    {"InternalServerError", "ServiceUnavailable", "InternalFailure", "RequestTimeout", "TransactionInProgressException", "TransactionConflictException"}
 )
 
 

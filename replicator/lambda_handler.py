@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from replicator.logs import error_text
 from replicator.processor import PoisonRecordError
 from replicator.records import ChangeRecord, from_lambda_event
 
@@ -126,7 +127,7 @@ class Environment:
         from replicator.service import build_processor  # noqa: PLC0415
 
         cfg = load_config(None)
-        logs.configure(cfg.logging.level, cfg.logging.format)
+        logs.configure(cfg.logging.level, cfg.logging.format, log_item_contents=cfg.logging.log_item_contents)
         loop = asyncio.new_event_loop()
         stack = contextlib.AsyncExitStack()
         metrics = Metrics()
@@ -314,7 +315,7 @@ async def process_event(
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             # Malformed: it can never succeed. Records after it wait (Lambda delivers them again).
             log.error(  # noqa: TRY400 - a traceback could quote item contents
-                "lambda_record_malformed", index=index, error=type(exc).__name__, reason=str(exc)
+                "lambda_record_malformed", index=index, error=type(exc).__name__, reason=error_text(exc)
             )
             failures.append((index, type(exc).__name__))
             break
@@ -374,7 +375,8 @@ async def _process_key(
                 "lambda_poison_record",
                 sequence_number=exc.record.sequence_number,
                 error=type(exc.__cause__ or exc).__name__,
-                reason=str(exc),
+                # AWS error messages may quote item values: withheld unless log_item_contents is on.
+                reason=error_text(exc),
             )
             # The key's records before the poison one are retried on their own, so Lambda resumes
             # at the poison record and not before it.

@@ -32,7 +32,7 @@ class RetryPolicy:
 
     def delay_s(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**attempt)] (AWS Architecture Blog)."""
-        return rng() * min(self.max_delay_s, self.base_delay_s * (2 ** min(attempt, 30)))
+        return float(rng() * min(self.max_delay_s, self.base_delay_s * (2 ** min(attempt, 30))))
 
 
 async def retrying(

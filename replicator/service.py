@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -21,9 +22,10 @@ from replicator import __version__
 from replicator.aws import open_clients
 from replicator.checkpoint import Checkpoint, CheckpointStore
 from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
+from replicator.checkpoint.leases import LeasedCheckpointStore, LeaseManager
 from replicator.checkpoint.sqlite import SqliteCheckpointStore
 from replicator.config import Config
-from replicator.errors import ConfigError, StreamConfigError
+from replicator.errors import ConfigError, LeaseLostError, StreamConfigError
 from replicator.http import HealthServer
 from replicator.logs import error_text
 from replicator.metrics import Metrics
@@ -84,6 +86,7 @@ def build_processor(
             origin_region=cfg.source.region,
             target_region=cfg.source.region,
             clock=clock,
+            replace_local_writes=False,
         )
     return BatchProcessor(
         source_writer=source_writer,
@@ -136,6 +139,8 @@ class Replicator:
         self._discover_now = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[str]] = {}
         self._failed: set[str] = set()
+        self._leases: LeaseManager | None = None
+        self._lease_renewer: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         """Ask the worker to shut down (signal handlers call this)."""
@@ -197,10 +202,31 @@ class Replicator:
             log.info("started", stream_arn=self.stream.arn, worker_id=self.worker_id, target_table=cfg.target.table)
             self.state.running = True
             self.started.set()
+            if cfg.leases.enabled:
+                coordination = self._coordinate_leased(api, clients, processor)
+            else:
+                coordination = self._coordinate(api, store, processor)
             try:
-                await self._coordinate(api, store, processor)
+                await self._until_stopped(coordination)
             finally:
                 await self._shutdown()
+
+    async def _until_stopped(self, coordination: Coroutine[Any, Any, None]) -> None:
+        """Run the coordinator until it returns or stop is asked, whichever comes first.
+
+        On stop the coordinator is cancelled at once: it may be retrying an unreachable Streams API
+        without limit, and it holds no records (readers are separate tasks that ``_shutdown`` drains).
+        """
+        coordinator = asyncio.create_task(coordination, name="coordinator")
+        stop_wait = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        try:
+            await asyncio.wait({coordinator, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            if not coordinator.done():
+                coordinator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await coordinator
 
     def _store(self, clients: dict[str, Any]) -> CheckpointStore:
         cp = self.cfg.checkpoint
@@ -231,6 +257,48 @@ class Replicator:
             first_discovery = False
             await self._wait_for_event(checkpoints)
 
+    async def _coordinate_leased(
+        self, api: StreamsAPI, clients: dict[str, Any], processor: BatchProcessor
+    ) -> None:
+        """Like ``_coordinate``, for ``leases.enabled``: read only the shards this worker holds a lease on.
+
+        Every renewal interval: take free/expired leases up to the fair share (or steal one), start readers
+        for held shards that are ready (parents done, per the lease table), and let readers of lost leases
+        stop (their stop event is set by the lease manager; their checkpoints are refused).
+        """
+        assert self.stream is not None  # noqa: S101 - set by run
+        assert self.cfg.checkpoint.table is not None  # noqa: S101 - validated by the config model
+        arn = self.stream.arn
+        leases = self._leases = LeaseManager(
+            clients["checkpoint"],
+            self.cfg.checkpoint.table,
+            stream_arn=arn,
+            worker_id=self.worker_id,
+            cfg=self.cfg.leases,
+            metrics=self.metrics,
+        )
+        store = LeasedCheckpointStore(leases)
+        self._lease_renewer = asyncio.create_task(leases.run_renewer(), name="lease-renewer")
+        tree = ShardTree()
+        retry = RetryPolicy(max_attempts=None, max_delay_s=10)
+        next_discovery = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() >= next_discovery:
+                shards = await retrying("DescribeStream", lambda: api.list_shards(arn), policy=retry, metrics=self.metrics)
+                if tree.update(shards):
+                    log.info("shards_discovered", known=len(tree.shards))
+                create = functools.partial(leases.ensure_leases, shards)
+                await retrying("CreateLeases", create, policy=retry, metrics=self.metrics)
+                next_discovery = time.monotonic() + self.cfg.reader.shard_discovery_interval_s
+            await retrying("TakeLeases", lambda: leases.rebalance(tree), policy=retry, metrics=self.metrics)
+            checkpoints = leases.checkpoints()
+            held = leases.held()
+            for shard in tree.ready(checkpoints, set(self._tasks) | self._failed):
+                if shard.shard_id in held:
+                    stop = leases.stop_event(shard.shard_id)
+                    self._start_reader(api, store, processor, shard, checkpoints, first_discovery=True, stop=stop)
+            await self._wait_for_event(checkpoints, wait_s=leases.renew_interval_s)
+
     def _start_reader(
         self,
         api: StreamsAPI,
@@ -240,6 +308,7 @@ class Replicator:
         checkpoints: dict[str, Checkpoint],
         *,
         first_discovery: bool,
+        stop: asyncio.Event | None = None,
     ) -> None:
         assert self.stream is not None  # noqa: S101 - set by run
         cfg = self.cfg
@@ -261,20 +330,21 @@ class Replicator:
                 batch_size=cfg.failure.batch_size,
                 initial_position=position,
                 batching_window_s=cfg.failure.maximum_batching_window_seconds,
+                parallelization_factor=cfg.failure.parallelization_factor,
             ),
             retry_policy=RetryPolicy(max_attempts=None, max_delay_s=10),
-            stop=self._stop,
+            stop=stop or self._stop,
         )
         task = asyncio.create_task(reader.run(), name=f"shard:{shard.shard_id}")
         self._tasks[shard.shard_id] = task
 
-    async def _wait_for_event(self, checkpoints: dict[str, Checkpoint]) -> None:
-        """Sleep until a reader finishes, the discovery interval passes, or stop is asked."""
+    async def _wait_for_event(self, checkpoints: dict[str, Checkpoint], wait_s: float | None = None) -> None:
+        """Sleep until a reader finishes, the discovery interval (or ``wait_s``) passes, or stop is asked."""
         waiters: set[asyncio.Future[Any]] = set(self._tasks.values())
         stop_wait = asyncio.ensure_future(self._stop.wait())
         waiters.add(stop_wait)
         try:
-            await asyncio.wait(waiters, timeout=self.cfg.reader.shard_discovery_interval_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=wait_s or self.cfg.reader.shard_discovery_interval_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
         for shard_id, task in list(self._tasks.items()):
@@ -282,7 +352,11 @@ class Replicator:
                 continue
             del self._tasks[shard_id]
             exc = task.exception() if not task.cancelled() else None
-            if exc is not None:
+            if isinstance(exc, LeaseLostError):
+                # Another worker holds the shard now and resumes from its last checkpoint: not a failure.
+                log.info("shard_handed_over", shard_id=shard_id)
+                self.state.set_state(shard_id, "closed")
+            elif exc is not None:
                 self.metrics.errors.labels(kind="shard_failed").inc()
                 self.state.set_state(shard_id, "stopped", error=type(exc).__name__)
                 log.error(
@@ -299,6 +373,8 @@ class Replicator:
     async def _shutdown(self) -> None:
         self._stop.set()
         self.state.running = False
+        if self._leases is not None:
+            self._leases.stop_readers()  # leased readers wait on their own per-shard stop events
         tasks = list(self._tasks.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout_s)
@@ -310,4 +386,11 @@ class Replicator:
             for task in tasks:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("shard_error_at_shutdown", error=error_text(task.exception()))  # type: ignore[arg-type]
+        if self._leases is not None:
+            # Readers have checkpointed (or were cancelled): hand the leases over at once.
+            if self._lease_renewer is not None:
+                self._lease_renewer.cancel()
+                await asyncio.gather(self._lease_renewer, return_exceptions=True)
+            await self._leases.release_all()
+            self._leases.close()
         log.info("stopped")

@@ -55,3 +55,14 @@ class Namespace:
         if "region" in image:
             image["region"] = {"S": image["region"]["S"].upper()}
         return dataclasses.replace(record, new_image=image)
+
+
+POISON_ENABLED = True
+"""Toggled by tests: while true, ``poison_pill`` raises for items flagged ``poison``."""
+
+
+def poison_pill(record: ChangeRecord) -> ChangeRecord:
+    """Fail on items flagged ``poison`` (plugin ``plugins_for_tests:poison_pill``); no item values in the message."""
+    if POISON_ENABLED and "poison" in (record.new_image or {}):
+        raise RuntimeError("poison item")
+    return record

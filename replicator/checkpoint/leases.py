@@ -261,13 +261,11 @@ class LeaseManager:
         active = self._active(items, tree)
         for sid in list(self._held):
             lease = items.get(sid)
-            if lease is None or lease.owner != self.worker_id or lease.counter != self._held[sid].counter:
+            # A lower counter than ours is a stale read: a renewal or checkpoint finished while the
+            # Query was in flight. Only another owner, or a counter we did not write, means loss.
+            if lease is None or lease.owner != self.worker_id or lease.counter > self._held[sid].counter:
                 self._lose(sid, "taken by another worker" if lease is not None else "lease item gone")
-        loads: dict[str, int] = {}
-        for lease in active.values():
-            if lease.owner is not None and not self._expired(lease):
-                loads[lease.owner] = loads.get(lease.owner, 0) + 1
-        loads.setdefault(self.worker_id, 0)
+        loads = self._loads(active)
         target = math.ceil(len(active) / len(loads)) if active else 0
         if self.max_leases is not None:
             target = min(target, self.max_leases)
@@ -282,6 +280,14 @@ class LeaseManager:
         if mine < target and not taken:
             taken += await self._steal_one(active, loads, target)
         return taken
+
+    def _loads(self, active: dict[str, LeaseItem]) -> dict[str, int]:
+        """Active leases per live worker (this one included): who counts towards the fair share."""
+        loads: dict[str, int] = {self.worker_id: 0}
+        for lease in active.values():
+            if lease.owner is not None and not self._expired(lease):
+                loads[lease.owner] = loads.get(lease.owner, 0) + 1
+        return loads
 
     def _active(self, items: dict[str, LeaseItem], tree: ShardTree) -> dict[str, LeaseItem]:
         """Leases with work left whose shard still exists and whose parents are read to their end."""

@@ -1,3 +1,45 @@
-"""Sub-commands beyond ``run``/``check-config``/``demo``: one module each, exposing a click ``command``."""
+"""Sub-commands beyond ``run``/``check-config``/``demo``: one module each, exposing a click ``command``.
+
+Every command takes the service's ``--config`` and loads it the same way (``config_option``,
+``load_or_exit``): a bad file or value exits 2 with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+
+from replicator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from replicator.config import Config
 
 COMMAND_MODULES = ("verify", "status", "redrive", "lambda_filters", "backfill")
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def config_option(func: F) -> F:
+    """The ``--config FILE`` option every command shares."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="YAML config file; REPLICATOR_<SECTION>__<KEY> variables override it. Omit to configure from the environment.",
+    )(func)
+
+
+def load_or_exit(config_path: Path | None) -> Config:
+    """Load the configuration, or print what is wrong (naming the key) and exit 2."""
+    from replicator.config import load_config  # noqa: PLC0415 - keep CLI start-up light
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

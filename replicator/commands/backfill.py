@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from replicator.cli import CONFIG_OPTION, _load
+from replicator.commands import config_option, load_or_exit
 from replicator.errors import ConfigError, ReplicatorError
 
 
 @click.command("backfill")
-@CONFIG_OPTION
+@config_option
 @click.option(
     "--segments",
     type=click.IntRange(1, 1_000_000),
@@ -34,7 +34,7 @@ from replicator.errors import ConfigError, ReplicatorError
     type=click.FloatRange(min=0),
     default=60.0,
     show_default=True,
-    help="Seconds subtracted from each page's read time in its items' version: above the stream's clock step.",
+    help="Seconds taken off each page's read time in its items' version: above the stream clock's step.",
 )
 @click.option("--restart", is_flag=True, help="Forget saved progress and scan from the beginning.")
 @click.option(
@@ -58,7 +58,7 @@ def command(
     from replicator import logs  # noqa: PLC0415 - keep CLI start-up light
     from replicator.backfill import BackfillSettings, run_backfill  # noqa: PLC0415 - same
 
-    cfg = _load(config_path)
+    cfg = load_or_exit(config_path)
     logs.configure(cfg.logging.level, cfg.logging.format)
     settings = BackfillSettings(
         segments=segments, rate_per_s=rate_per_s, safety_margin_s=safety_margin_s, restart=restart

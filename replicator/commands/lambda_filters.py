@@ -14,6 +14,7 @@ from typing import Any
 import click
 import yaml
 
+from replicator.commands import config_option
 from replicator.errors import ConfigError
 
 _NO_FILTERS = "no filters configured: leave FilterCriteria out of the event source mapping"
@@ -36,13 +37,7 @@ def render_yaml(criteria: dict[str, Any]) -> str:
 
 
 @click.command("lambda-filters")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="YAML config file (its `filters`); REPLICATOR_* variables override it. Omit to use the environment.",
-)
+@config_option
 @click.option(
     "--format",
     "output_format",

@@ -8,17 +8,12 @@ from pathlib import Path
 
 import click
 
-from replicator.errors import ConfigError, ReplicatorError
+from replicator.commands import config_option, load_or_exit
+from replicator.errors import ReplicatorError
 
 
 @click.command("redrive")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="YAML config file (the service's); REPLICATOR_<SECTION>__<KEY> variables override it.",
-)
+@config_option
 @click.option(
     "--source",
     default=None,
@@ -34,14 +29,9 @@ def command(config_path: Path | None, source: str | None, *, dry_run: bool, as_j
     Exit status: 0 when every dead letter reached an outcome, 1 when some failed again, 2 on bad input.
     """
     from replicator import logs  # noqa: PLC0415 - keep CLI start-up light
-    from replicator.config import load_config  # noqa: PLC0415
     from replicator.redrive import redrive, report_json  # noqa: PLC0415
 
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    cfg = load_or_exit(config_path)
     logs.configure(cfg.logging.level, cfg.logging.format)
     try:
         report = asyncio.run(redrive(cfg, source=source, dry_run=dry_run))

@@ -8,17 +8,12 @@ from pathlib import Path
 
 import click
 
-from replicator.errors import ConfigError, ReplicatorError
+from replicator.commands import config_option, load_or_exit
+from replicator.errors import ReplicatorError
 
 
 @click.command("status")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="YAML config file (the service's); REPLICATOR_<SECTION>__<KEY> variables override it.",
-)
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 def command(config_path: Path | None, *, as_json: bool) -> None:
     """Show every shard: open or closed, progress, lease owner, checkpoint, and how far behind it is.
@@ -27,14 +22,9 @@ def command(config_path: Path | None, *, as_json: bool) -> None:
     """
     from rich.console import Console  # noqa: PLC0415 - keep CLI start-up light
 
-    from replicator.config import load_config  # noqa: PLC0415
     from replicator.status import render_table, status_from_config  # noqa: PLC0415
 
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    cfg = load_or_exit(config_path)
     try:
         report = asyncio.run(status_from_config(cfg))
     except (ReplicatorError, OSError) as exc:

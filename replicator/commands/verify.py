@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from replicator.commands import config_option, load_or_exit
+
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
@@ -89,13 +91,7 @@ def _print_report(report: VerifyReport, *, repair: bool, max_keys: int) -> None:
 
 
 @click.command("verify")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="YAML config file (the replicator's own); REPLICATOR_<SECTION>__<KEY> variables override it.",
-)
+@config_option
 @click.option("--repair", is_flag=True, help="Rewrite differing items through the conditional writer.")
 @click.option(
     "--segments",
@@ -136,11 +132,10 @@ def command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
-    from replicator.cli import _load  # noqa: PLC0415 - the CLI's config loading and error format
     from replicator.errors import ReplicatorError  # noqa: PLC0415
     from replicator.verify import verify  # noqa: PLC0415
 
-    cfg = _load(config_path)
+    cfg = load_or_exit(config_path)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, transient=True, console=_stderr_console()) as progress:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from replicator.aws import lean_transport
 from replicator.config import ReplicationConfig
 from replicator.errors import RecordRejectedError, error_code, is_transient
 from replicator.records import ChangeRecord, Item
@@ -100,14 +101,21 @@ class ConditionalWriter:
         origin_region: str,
         target_region: str,
         clock: Callable[[], float] = time.time,
+        replace_local_writes: bool = True,
     ) -> None:
-        """Bind the writer to a target table; no I/O."""
-        self._client = client
+        """Bind the writer to a target table; no I/O.
+
+        ``replace_local_writes`` False (the source-tombstone writer) never overwrites an item whose
+        last write was local, whatever its timestamp: only an absent item or an older replicated version.
+        """
+        # The lean signed-HTTP path registered for this client (``target.lean_writes``), else botocore.
+        self._client = lean_transport(client) or client
         self._table = table
         self._cfg = cfg
         self._origin = origin_region
         self._conditions = ConditionBuilder(cfg, origin_region=origin_region, target_region=target_region)
         self._clock = clock
+        self._replace_local_writes = replace_local_writes
 
     def request(self, write: Write) -> Request:
         """Build the conditional PutItem (or DeleteItem, with ``deletes: delete``) for a change."""
@@ -130,6 +138,12 @@ class ConditionalWriter:
             "ExpressionAttributeNames": self._conditions.names(with_timestamp=with_ts),
             "ExpressionAttributeValues": values,
         }
+        if not self._replace_local_writes:
+            # The item is gone (the application deleted it), or holds an older replicated version.
+            # An item the application re-created since (no version marker) is never replaced.
+            common["ConditionExpression"] = "attribute_not_exists(#key) OR #ver < :ver"
+            common["ExpressionAttributeNames"] = {"#key": next(iter(write.keys)), "#ver": cfg.version_attribute}
+            common["ExpressionAttributeValues"] = {":ver": values[":ver"]}
         if write.item is not None:
             return Request("PutItem", {"Item": {**write.item, **markers}, **common})
         if cfg.deletes == "delete":

@@ -37,7 +37,7 @@ REPLICATION = {"timestamp_attribute": "updatedAt", "timestamp_unit": "ms", "sour
 def config(
     src: tuple[str, DynamoDBLocal, str], dst: tuple[str, DynamoDBLocal, str], checkpoints: Path, **extra: Any
 ) -> Config:
-    """A worker's config: source and target given as (region, DynamoDB Local, table)."""
+    """Return a worker's config: source and target given as (region, DynamoDB Local, table)."""
     return Config(
         source={"region": src[0], "table": src[2], "endpoint_url": src[1].endpoint_url},
         target={"region": dst[0], "table": dst[2], "endpoint_url": dst[1].endpoint_url},
@@ -164,23 +164,23 @@ async def running(cfg: Config, metrics: Metrics | None = None) -> AsyncIterator[
 
 
 def live(item: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The item as readers see it: tombstones absent, markers left out."""
+    """Return the item as readers see it: tombstones absent, markers left out."""
     if item is None or "_rep_deleted" in item:
         return None
     return {k: v for k, v in item.items() if not k.startswith("_rep_")}
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 30, message: str = "condition") -> None:
+async def until(predicate: Callable[[], bool], limit_s: float = 30, message: str = "condition") -> None:
     """Poll ``predicate`` (in a thread) until it holds."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     while not await asyncio.to_thread(predicate):
         assert time.monotonic() < deadline, f"timed out waiting for {message}"
         await asyncio.sleep(0.2)
 
 
-async def quiesce(pair: Pair, timeout: float = 60) -> tuple[int, int]:
+async def quiesce(pair: Pair, limit_s: float = 60) -> tuple[int, int]:
     """Wait until both streams stop growing and both tables agree; return the stream record counts."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     previous = (-1, -1)
     while True:
         counts = await asyncio.gather(
@@ -254,7 +254,7 @@ async def test_update_of_a_replicated_item_replicates_back(pair: Pair) -> None:
     assert live(pair.get(A, "u1")) == live(pair.get(B, "u1"))
 
 
-async def test_replay_and_redrive_never_regress(pair: Pair, tmp_path: Path) -> None:
+async def test_replay_and_redrive_never_regress(pair: Pair) -> None:
     """Re-reading A's stream from its start, or redriving an old change, leaves B as it was."""
     async with running(pair.cfg[A]), running(pair.cfg[B]):
         for n in range(3):
@@ -323,13 +323,13 @@ async def test_keys_only_stream_is_refused(region_a, region_b, unique_name, tmp_
     create_table(region_a.endpoint_url, src, stream_view_type="KEYS_ONLY")
     create_table(region_b.endpoint_url, dst)
     cfg = config((A, region_a, src), (B, region_b, dst), tmp_path / "cp.db")
-    with pytest.raises(StreamConfigError, match="KEYS_ONLY.*NEW_AND_OLD_IMAGES"):
+    with pytest.raises(StreamConfigError, match=r"KEYS_ONLY.*NEW_AND_OLD_IMAGES"):
         async with running(cfg):
             pass
 
 
 @pytest.mark.parametrize(("policy", "replicated"), [("replicate", True), ("skip", False)])
-async def test_ttl_deletes_follow_the_policy(pair: Pair, policy: str, replicated: bool) -> None:
+async def test_ttl_deletes_follow_the_policy(pair: Pair, policy: str, replicated: bool) -> None:  # noqa: FBT001 - parametrized
     """A TTL deletion (userIdentity dynamodb.amazonaws.com) is replicated or skipped per ttl_deletes."""
     cfg = pair.cfg[A].model_copy(
         update={"replication": pair.cfg[A].replication.model_copy(update={"ttl_deletes": policy})}

@@ -21,7 +21,7 @@ from replicator.backfill import (
 )
 from replicator.cli import main
 from replicator.compare import compare_items
-from replicator.config import Config
+from replicator.config import CheckpointConfig, Config
 from replicator.local.dynamodb_local import create_table
 from replicator.metrics import Metrics
 from replicator.service import Replicator, build_processor
@@ -324,3 +324,27 @@ def test_cli_backfill_prints_a_summary(region_a, region_b, unique_name, tmp_path
     assert "written      20" in result.output
     assert (tmp_path / "state" / "backfill-progress.json").exists()
     assert len(_scan(region_b, dst)) == 20
+
+
+async def test_progress_in_the_dynamodb_checkpoint_table_resumes(
+    region_a, region_b, unique_name, tmp_path
+) -> None:
+    """With checkpoint.backend dynamodb, progress lives in the checkpoint table; a re-run skips done work."""
+    src, dst = _tables(region_a, region_b, unique_name)
+    await asyncio.to_thread(_put_items, region_a, src, 40)
+    checkpoints = unique_name("cp")
+    cfg = _config(region_a, region_b, src, dst, tmp_path).model_copy(
+        update={"checkpoint": CheckpointConfig(backend="dynamodb", table=checkpoints)}
+    )
+    first = await run_backfill(cfg, BackfillSettings(segments=2, page_size=7))
+    assert first.scanned == 40
+    assert first.written == 40
+    items = region_b.client().query(
+        TableName=checkpoints,
+        KeyConditionExpression="streamArn = :s",
+        ExpressionAttributeValues={":s": {"S": f"backfill#{src}"}},
+    )["Items"]
+    assert sorted(i["shardId"]["S"] for i in items) == ["segment#00000", "segment#00001"]
+    assert all(i["shardEnd"]["BOOL"] for i in items)
+    again = await run_backfill(cfg, BackfillSettings(segments=2))
+    assert (again.scanned, again.segments_already_done) == (0, 2)

@@ -180,3 +180,25 @@ async def test_trimmed_data_stops_the_shard_unless_told_to_skip(
             await wait_until(lambda: len(scan(region_b.client(), name)) == 2, what="fresh item")
             assert {i["pk"]["S"] for i in scan(region_b.client(), name)} == {"read", "fresh"}
             assert sample(metrics, "replicator_errors_total", kind="trimmed_data_skipped") == 1
+
+
+async def test_source_tombstone_never_replaces_an_item_recreated_in_the_source(region_a, region_b, unique_name, tmp_path) -> None:
+    """Delete then re-create in the source: the delete's source tombstone loses to the re-created item."""
+    name = unique_name()
+    _tables(region_a, region_b, name)
+    src = region_a.client()
+    src.put_item(TableName=name, Item={"pk": {"S": "k"}, "v": {"N": "1"}})
+    src.delete_item(TableName=name, Key={"pk": {"S": "k"}})
+    src.put_item(TableName=name, Item={"pk": {"S": "k"}, "v": {"N": "2"}})  # re-created, no markers
+    # One record per batch: the delete is handled on its own, after the re-create already happened.
+    cfg = make_config(
+        region_a, region_b, name, tmp_path, replication={"source_tombstones": True}, failure={"batch_size": 1}
+    )
+    metrics = Metrics()
+    async with running(cfg, metrics=metrics):
+        await wait_until(lambda: sample(metrics, "replicator_records_total", outcome="replicated") >= 3, what="3 records")
+    source_item = src.get_item(TableName=name, Key={"pk": {"S": "k"}}, ConsistentRead=True)["Item"]
+    assert source_item == {"pk": {"S": "k"}, "v": {"N": "2"}}
+    target_item = region_b.client().get_item(TableName=name, Key={"pk": {"S": "k"}}, ConsistentRead=True)["Item"]
+    assert target_item["v"] == {"N": "2"}
+    assert cfg.replication.tombstone_attribute not in target_item

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import plugins_for_tests
+
 import base64
 import json
 import sys
@@ -25,17 +27,6 @@ if TYPE_CHECKING:
 MARKERS = frozenset({"_rep_version", "_rep_origin", "_rep_deleted", "_rep_expires", "_rep_ts"})
 PRIVATE_VALUE = "secret-value-4711"
 """An attribute value that must never show up in the handler's output."""
-
-POISON_ENABLED = True
-"""Toggled by the tests: while true, ``poison_pill`` raises for items flagged ``poison``."""
-
-
-def poison_pill(record: ChangeRecord) -> ChangeRecord:
-    """Fail on items flagged ``poison`` (a transform plugin: ``test_lambda_handler:poison_pill``)."""
-    if POISON_ENABLED and "poison" in (record.new_image or {}):
-        raise RuntimeError(f"cannot handle {record.new_image}")
-    return record
-
 
 class FakeContext:
     """The parts of Lambda's context the handler reads."""
@@ -149,7 +140,7 @@ def configure(
         for name, value in env.items():
             monkeypatch.setenv(name, value)
 
-    monkeypatch.setattr(sys.modules[__name__], "POISON_ENABLED", True)
+    monkeypatch.setattr(plugins_for_tests, "POISON_ENABLED", True)
     yield apply
     lambda_handler.reset()
     structlog.reset_defaults()
@@ -181,7 +172,7 @@ def test_poison_transform_fails_at_its_record_and_reinvocation_converges(  # noq
     src.delete_item(TableName=source, Key={"pk": {"S": "c"}})  # 6
     events = stream_events(region_a, stream_arn, expected=7)
     configure(
-        REPLICATOR_TRANSFORMS=json.dumps([{"type": "plugin", "function": "test_lambda_handler:poison_pill"}])
+        REPLICATOR_TRANSFORMS=json.dumps([{"type": "plugin", "function": "plugins_for_tests:poison_pill"}])
     )
 
     response = lambda_handler.handler({"Records": events}, FakeContext())
@@ -202,7 +193,7 @@ def test_poison_transform_fails_at_its_record_and_reinvocation_converges(  # noq
     assert summary["FunctionName"] == "replicator-test"
 
     # The cause is fixed; Lambda delivers the failed record and those after it again.
-    monkeypatch.setattr(sys.modules[__name__], "POISON_ENABLED", False)
+    monkeypatch.setattr(plugins_for_tests, "POISON_ENABLED", False)
     response = lambda_handler.handler({"Records": events[3:]}, FakeContext())
 
     assert response == {"batchItemFailures": []}

@@ -113,7 +113,12 @@ def make_world(clients: tuple[Any, Any], tables: tuple[str, str], region_a, regi
         )
         processors.append(
             build_processor(
-                cfg, target_client=clients[o], metrics=Metrics(), dead_letters=None, source_client=clients[i]
+                cfg,
+                target_client=clients[o],
+                metrics=Metrics(),
+                dead_letters=None,
+                source_client=clients[i],
+                clock=lambda: BASE_MS / 1000,  # fixed tombstone TTLs: an example replays identically
             )
         )
     markers = processors[0].pipeline.replication.marker_attributes
@@ -128,7 +133,7 @@ async def get(region: Region, pk: str) -> Item | None:
 
 
 def stream_record(region: Region, pk: str, before: Item | None, after: Item | None) -> ChangeRecord | None:
-    """The record DynamoDB Streams would emit for this change of one item (None: no change)."""
+    """Record what DynamoDB Streams would emit for this change of one item (None: no change)."""
     if before == after:
         return None
     event_name = "INSERT" if before is None else ("REMOVE" if after is None else "MODIFY")
@@ -155,14 +160,14 @@ def stream_record(region: Region, pk: str, before: Item | None, after: Item | No
 
 
 def live(item: Item | None, markers: frozenset[str]) -> Item | None:
-    """The item as readers see it: tombstones are absent, markers are left out."""
+    """Return the item as readers see it: tombstones are absent, markers are left out."""
     if item is None or "_rep_deleted" in item:
         return None
     return strip_markers(item, markers)
 
 
-async def local_write(world: World, r: int, key: str, op: str, advance_ms: int, value: int) -> None:
-    """The application writes in region ``r``, keeping the timestamp contract."""
+async def local_write(world: World, r: int, key: str, op: str, advance_ms: int, value: int) -> None:  # noqa: PLR0917 - one drawn tuple
+    """Write as the application does in region ``r``, keeping the timestamp contract."""
     region = world.regions[r]
     pk = f"{world.prefix}-{key}"
     before = await get(region, pk)
@@ -199,7 +204,7 @@ async def local_write(world: World, r: int, key: str, op: str, advance_ms: int, 
 
 async def deliver(world: World, r: int, picks: list[int], *, keep: bool) -> None:
     """Deliver records from region ``r``'s stream to the other region as one batch."""
-    src, dst = world.regions[r], world.regions[1 - r]
+    src = world.regions[r]
     batch = []
     for pick in picks:
         if not src.pending:
@@ -214,12 +219,12 @@ async def deliver(world: World, r: int, picks: list[int], *, keep: bool) -> None
     result = await world.processors[r].process(batch)
     assert result.total == len(batch)
     assert result.outcomes["dead_lettered"] == 0
-    for t, pk in before:
-        stream_record(world.regions[t], pk, before[t, pk], await get(world.regions[t], pk))
+    for (t, pk), old in before.items():
+        stream_record(world.regions[t], pk, old, await get(world.regions[t], pk))
 
 
 def expected_state(world: World, pk: str) -> Item | None:
-    """The key's application change with the greatest version decides the state."""
+    """Return the state the key's application change with the greatest version decides."""
     best: tuple[str, ChangeRecord] | None = None
     for origin, record in world.app_changes[pk]:
         version, _ = versions.change_version(
@@ -238,7 +243,10 @@ def expected_state(world: World, pk: str) -> Item | None:
 async def drain(world: World, data: st.DataObject) -> None:
     """Deliver every pending record (echoes included) in an order hypothesis picks."""
     while world.regions[0].pending or world.regions[1].pending:
-        r = data.draw(st.sampled_from([i for i in (0, 1) if world.regions[i].pending]), label="drain region")
+        # Draws never depend on the state (only their count does): hypothesis replays them exactly.
+        r = data.draw(st.integers(0, 1), label="drain region")
+        if not world.regions[r].pending:
+            r = 1 - r
         picks = data.draw(st.lists(st.integers(0, 50), min_size=1, max_size=3), label="drain picks")
         await deliver(world, r, picks, keep=False)
 
@@ -262,7 +270,7 @@ local_ops = st.tuples(
 
 
 @settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -272,7 +280,7 @@ async def test_two_regions_converge_to_last_writer(clients, tables, region_a, re
     world = make_world(clients, tables, region_a, region_b)
     steps = data.draw(st.integers(4, 24), label="steps")
     for _ in range(steps):
-        if data.draw(st.integers(0, 2), label="kind") < 2:  # noqa: PLR2004 - two local writes per delivery
+        if data.draw(st.integers(0, 2), label="kind") < 2:  # two local writes per delivery
             await local_write(world, *data.draw(local_ops, label="local write"))
         else:
             r = data.draw(st.integers(0, 1), label="from region")
@@ -286,7 +294,7 @@ async def test_two_regions_converge_to_last_writer(clients, tables, region_a, re
 
     # A replay of old records (a checkpoint reset, a redrive) changes nothing.
     for region in world.regions:
-        replay = data.draw(st.lists(st.sampled_from(region.history), max_size=6), label="replay")
-        region.pending.extend(replay)
+        picks = data.draw(st.lists(st.integers(0, 10**6), max_size=6), label="replay")
+        region.pending.extend(region.history[p % len(region.history)] for p in picks if region.history)
     await drain(world, data)
     await check_converged(world)

@@ -43,7 +43,14 @@ def fill(cfg: Config, region_a, region_b) -> None:
     src, dst = cfg.source.table, cfg.target.table
     for i in range(30):
         put(region_a, src, f"same{i}", a="x")
-        put(region_b, dst, f"same{i}", a="x", _rep_version="00000000000000001#us-east-1#1", _rep_origin="us-east-1")
+        put(
+            region_b,
+            dst,
+            f"same{i}",
+            a="x",
+            _rep_version="00000000000000001#us-east-1#1",
+            _rep_origin="us-east-1",
+        )
     put(region_a, src, "diff", a="x")
     put(region_b, dst, "diff", a=SECRET)
     put(region_a, src, "missing", a="x")
@@ -85,10 +92,13 @@ async def test_verify_compares_through_transforms_and_filters(region_a, region_b
         region_b,
         unique_name,
         filters=[{"dynamodb": {"NewImage": {"kind": {"S": ["keep"]}}}}],
-        transforms=[{"type": "rename", "attributes": {"a": "alpha"}}, {"type": "exclude", "attributes": ["secret"]}],
+        transforms=[
+            {"type": "rename", "attributes": {"a": "alpha"}},
+            {"type": "exclude", "attributes": ["secret"]},
+        ],
     )
     src, dst = cfg.source.table, cfg.target.table
-    put(region_a, src, "k1", a="1", kind="keep", secret="s")
+    put(region_a, src, "k1", a="1", kind="keep", secret="s")  # noqa: S106 - an attribute named secret, not a password
     put(region_b, dst, "k1", alpha="1", kind="keep")
     put(region_a, src, "k2", a="2", kind="drop")  # filtered: expected absent from the target
     report = await verify(cfg)

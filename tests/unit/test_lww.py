@@ -59,8 +59,8 @@ regions = st.sampled_from(["us-east-1", "us-west-2", "eu-west-1", "ap-south-1", 
 
 
 @given(
-    a=st.tuples(st.integers(0, 10**17 - 1), regions, st.integers(0, 10**40 - 1)),
-    b=st.tuples(st.integers(0, 10**17 - 1), regions, st.integers(0, 10**40 - 1)),
+    a=st.tuples(st.integers(0, 10**17 - 1), regions, st.integers(0, 10**versions.TIEBREAK_DIGITS - 1)),
+    b=st.tuples(st.integers(0, 10**17 - 1), regions, st.integers(0, 10**versions.TIEBREAK_DIGITS - 1)),
 )
 def test_version_string_order_equals_tuple_order(a, b):
     """Encoded versions compare as strings exactly as their (timestamp, origin, tie-breaker) tuples."""
@@ -75,7 +75,9 @@ def test_version_tiebreak_keeps_source_order_within_one_microsecond():
     assert versions.encode(5, "us-east-1", "999") < versions.encode(5, "us-east-1", "1000")
 
 
-@pytest.mark.parametrize(("ts", "tiebreak"), [(-1, "1"), (10**17, "1"), (0, "12a"), (0, "1" * 41)])
+@pytest.mark.parametrize(
+    ("ts", "tiebreak"), [(-1, "1"), (10**17, "1"), (0, "12a"), (0, "1" * (versions.TIEBREAK_DIGITS + 1))]
+)
 def test_version_rejects_out_of_range_parts(ts, tiebreak):
     """Timestamps beyond 17 digits and non-decimal or overlong tie-breakers are refused."""
     with pytest.raises(ValueError, match="version"):

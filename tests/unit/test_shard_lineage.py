@@ -203,3 +203,27 @@ async def test_trimmed_parent_does_not_block_child(tmp_path: Path, hidden_parent
         assert rep.state.shards["c"].state == "waiting_on_parent"
 
 
+
+
+async def test_stop_returns_while_discovery_retries_an_unreachable_stream(tmp_path: Path) -> None:
+    """SIGTERM during endless discovery retries (Streams API unreachable) still shuts down promptly."""
+    stream = ScriptedStream()
+    stream.add_shard("a")
+    describe = stream.describe_stream
+    calls = 0
+
+    async def flaky_describe(**kwargs: object) -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # start-up's resolve succeeds; every discovery after it fails
+            raise ConnectionResetError("unreachable")
+        return await describe(**kwargs)  # type: ignore[arg-type]
+
+    stream.describe_stream = flaky_describe  # type: ignore[method-assign]
+    rep = _replicator(_config(tmp_path), stream, RecordingTarget())
+    task = asyncio.create_task(rep.run())
+    await asyncio.wait_for(rep.started.wait(), timeout=5)
+    await asyncio.sleep(0.5)
+    assert calls > 2  # discovery is retrying
+    rep.stop()
+    await asyncio.wait_for(task, timeout=5)

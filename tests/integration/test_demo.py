@@ -1,0 +1,20 @@
+"""`replicator demo` (what `make demo` runs) stays green: a short run converges and cleans up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_short_demo_converges_and_exits_zero() -> None:
+    """A 4-second demo replicates live traffic, shows lag, and checks target == source (exit 0)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "replicator", "demo", "--duration", "4", "--rate", "40"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "converged" in result.stdout
+    assert "probe lag p50" in result.stdout
