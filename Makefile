@@ -44,7 +44,7 @@ apt-tools:
 
 deps: venv dynamodb-local apt-tools
 
-test: deps
+test: deps lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: deps

@@ -73,8 +73,7 @@ def main() -> int:
         ready = [
             s
             for s in shards
-            if s["ShardId"] not in done
-            and (s.get("ParentShardId") in done or s.get("ParentShardId") not in ids)
+            if s["ShardId"] not in done and (s.get("ParentShardId") in done or s.get("ParentShardId") not in ids)
         ]
         if not ready:
             time.sleep(POLL_INTERVAL_S)

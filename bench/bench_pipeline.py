@@ -95,13 +95,20 @@ def main() -> None:
     ):
         pipeline = Pipeline.from_config(Config(**base, **extra))  # type: ignore[arg-type]
         results[name] = _per_record_us(pipeline, records, args.repeats)
-    passed = sum(1 for r in records if not isinstance(Pipeline.from_config(Config(**base, filters=FILTERS)).run(r), str))  # type: ignore[arg-type]
+    passed = sum(
+        1 for r in records if not isinstance(Pipeline.from_config(Config(**base, filters=FILTERS)).run(r), str)
+    )  # type: ignore[arg-type]
     print(f"pipeline cost per record ({args.records} MODIFY records, best of {args.repeats}, CPU time):")
     for name, us in results.items():
         print(f"  {name:<28} {us:7.1f} µs")
     added = results["5 filters + 3 transforms"] - results["no filters, no transforms"]
-    print(f"  filters + transforms add    {added:7.1f} µs per record ({passed}/{len(records)} records pass the filters)")
-    print(f"python {platform.python_version()}, {platform.machine()}, median of runs {statistics.median(results.values()):.1f} µs")
+    print(
+        f"  filters + transforms add    {added:7.1f} µs per record ({passed}/{len(records)} records pass the filters)"
+    )
+    print(
+        f"python {platform.python_version()}, {platform.machine()}, "
+        f"median of runs {statistics.median(results.values()):.1f} µs"
+    )
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as fh:  # noqa: PTH123 - a plain script
             json.dump({"per_record_us": results, "added_us": added, "records": args.records}, fh, indent=2)

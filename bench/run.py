@@ -107,9 +107,7 @@ class System:
         """Fail with the log's tail if the process died."""
         if self.proc.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(
-                f"{self.name} exited with {self.proc.returncode}; log {self.log_path}:\n{tail}"
-            )
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log {self.log_path}:\n{tail}")
 
 
 class ReplicatorProcess(System):
@@ -149,9 +147,7 @@ class ReplicatorProcess(System):
         argv = [sys.executable, "-m", "replicator", "run", "--config", str(path)]
         env = {**os.environ, **settings.env}
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
-            )
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
         system = cls(proc, log_path)
         system.port = port
         if settings.profile:
@@ -349,9 +345,7 @@ class Bench:
         self.console = console
 
     def _tables(self, name: str) -> None:
-        create_table(
-            self.source.endpoint_url, name, stream_view_type="NEW_AND_OLD_IMAGES", region_name=SOURCE_REGION
-        )
+        create_table(self.source.endpoint_url, name, stream_view_type="NEW_AND_OLD_IMAGES", region_name=SOURCE_REGION)
         create_table(self.target.endpoint_url, name, stream_view_type=None, region_name=TARGET_REGION)
 
     async def run(self) -> dict[str, Any]:
@@ -369,9 +363,7 @@ class Bench:
             results: dict[str, Any] = {"throughput": {}, "lag": {}}
             results["throughput"] = await self._throughput(src, tgt)
             for system in self.s.systems:
-                self.console.print(
-                    f"lag: {system} at {self.s.rate:g} writes/s for {self.s.lag_duration_s:g} s ..."
-                )
+                self.console.print(f"lag: {system} at {self.s.rate:g} writes/s for {self.s.lag_duration_s:g} s ...")
                 results["lag"][system] = await self._lag(system, src, tgt)
             return results
 
@@ -382,9 +374,7 @@ class Bench:
         ops = list(workload.operations(n, item_size=self.s.item_size, spread=min(1000, max(1, n // 10))))
         expected_items = _live_items(ops)
         table = "sat"
-        create_table(
-            self.source.endpoint_url, table, stream_view_type="NEW_AND_OLD_IMAGES", region_name=SOURCE_REGION
-        )
+        create_table(self.source.endpoint_url, table, stream_view_type="NEW_AND_OLD_IMAGES", region_name=SOURCE_REGION)
         self.console.print(f"preload: {n} changes into the source stream ...")
         t = time.perf_counter()
         await workload.ordered_apply(src, table, ops, concurrency=self.s.concurrency)
@@ -404,14 +394,10 @@ class Bench:
         for system in self.s.systems:
             self.console.print(f"drain: {system} ...")
             target_table = f"sat_{system}"
-            create_table(
-                self.target.endpoint_url, target_table, stream_view_type=None, region_name=TARGET_REGION
-            )
+            create_table(self.target.endpoint_url, target_table, stream_view_type=None, region_name=TARGET_REGION)
             out[system] = await self._drain(system, table, target_table, n)
             out[system]["items_in_target"] = _count_items(self.target, target_table)
-            out[system]["ratio_to_ceiling"] = round(
-                out[system]["records_per_s"] / out["ceiling"]["records_per_s"], 3
-            )
+            out[system]["ratio_to_ceiling"] = round(out[system]["records_per_s"] / out["ceiling"]["records_per_s"], 3)
         return out
 
     async def _drain(self, system_name: str, table: str, target_table: str, n: int) -> dict[str, Any]:
@@ -588,16 +574,10 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="a short run (about a minute) for CI")
     p.add_argument("--rate", type=float, default=100.0, help="workload writes/s in the lag phase")
-    p.add_argument(
-        "--lag-duration", type=float, default=None, help="seconds of live traffic per system (default 30)"
-    )
-    p.add_argument(
-        "--preload", type=int, default=None, help="changes preloaded for the drain (default 10000)"
-    )
+    p.add_argument("--lag-duration", type=float, default=None, help="seconds of live traffic per system (default 30)")
+    p.add_argument("--preload", type=int, default=None, help="changes preloaded for the drain (default 10000)")
     p.add_argument("--item-size", type=int, default=400, help="approximate item size in bytes")
-    p.add_argument(
-        "--concurrency", type=int, default=64, help="target.max_concurrent_writes and the ceiling's writers"
-    )
+    p.add_argument("--concurrency", type=int, default=64, help="target.max_concurrent_writes and the ceiling's writers")
     p.add_argument(
         "--env",
         action="append",
@@ -614,9 +594,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument(
         "--workdir", type=Path, default=None, help="keep configs and process logs here (default: a temp dir)"
     )
-    p.add_argument(
-        "--output", type=Path, default=None, help="JSON path (default bench/results/<timestamp>.json)"
-    )
+    p.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/<timestamp>.json)")
     a = p.parse_args(argv)
     settings = Settings(
         rate=a.rate,
@@ -656,9 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     now = dt.datetime.now(tz=dt.UTC)
     doc: dict[str, Any] = {
         "date": now.isoformat(timespec="seconds"),
-        "command": " ".join(
-            [Path(sys.executable).name, "bench/run.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "command": " ".join([Path(sys.executable).name, "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {
             "nproc": os.cpu_count(),
             "load_before": [round(x, 2) for x in load_before],

@@ -76,9 +76,7 @@ def make_item(pk: str, seq: int, item_size: int, rng: random.Random) -> Item:
         "pk": {"S": pk},
         "status": {"S": rng.choice(["new", "paid", "shipped"])},
         "total": {"N": f"{rng.randrange(100000) / 100:.2f}"},
-        "lines": {
-            "L": [{"M": {"sku": {"S": f"sku-{rng.randrange(50)}"}, "qty": {"N": str(rng.randrange(1, 5))}}}]
-        },
+        "lines": {"L": [{"M": {"sku": {"S": f"sku-{rng.randrange(50)}"}, "qty": {"N": str(rng.randrange(1, 5))}}}]},
         "seq": {"N": str(seq)},
     }
     pad = item_size - 80
@@ -155,9 +153,7 @@ class LagProbe:
             pk = f"probe#{i % 8}"
             if pk not in self._pending:
                 token = f"{time.time_ns()}-{i}"
-                await self.source.put_item(
-                    TableName=self.table, Item={"pk": {"S": pk}, "token": {"S": token}}
-                )
+                await self.source.put_item(TableName=self.table, Item={"pk": {"S": pk}, "token": {"S": token}})
                 self._pending[pk] = (token, time.monotonic())
             i += 1
             next_at += self.interval_s

@@ -148,8 +148,7 @@ class LeanDynamoDB:
         to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         signature = hmac.new(self._key(creds.secret_key, date), to_sign.encode(), hashlib.sha256).hexdigest()
         headers["authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}"
+            f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
         )
         return headers
 
@@ -273,7 +272,9 @@ async def _assumed_role_session(stack: contextlib.AsyncExitStack, role_arn: str,
     """A session whose credentials come from assuming ``role_arn`` (cross-account target), refreshed."""
     from aiobotocore.credentials import AioRefreshableCredentials  # noqa: PLC0415 - only for cross-account
 
-    sts = await stack.enter_async_context(get_session().create_client("sts", region_name=region, config=client_config()))
+    sts = await stack.enter_async_context(
+        get_session().create_client("sts", region_name=region, config=client_config())
+    )
 
     async def refresh() -> dict[str, str]:
         creds = (await sts.assume_role(RoleArn=role_arn, RoleSessionName="replicator"))["Credentials"]

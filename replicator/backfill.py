@@ -471,9 +471,7 @@ class Backfill:
             for progress in todo:
                 group.create_task(self._segment(progress))
         self.summary.elapsed_s = time.monotonic() - start
-        log.info(
-            "backfill_finished", table=self.table, scanned=self.summary.scanned, **dict(self.summary.outcomes)
-        )
+        log.info("backfill_finished", table=self.table, scanned=self.summary.scanned, **dict(self.summary.outcomes))
         return self.summary
 
     def _page_limit(self) -> int:
@@ -574,7 +572,7 @@ async def run_backfill(
     """
     from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore  # noqa: PLC0415 - avoid import cycle
     from replicator.deadletter import from_config as dead_letters_from_config  # noqa: PLC0415 - same
-    from replicator.service import build_processor  # noqa: PLC0415 - same
+    from replicator.processor import build_processor  # noqa: PLC0415 - same
 
     table = cfg.source.table
     if table is None:
@@ -595,9 +593,7 @@ async def run_backfill(
             store = JsonProgressStore(progress_path or default_progress_path(cfg))
         if dead_letters is None:
             dead_letters = await dead_letters_from_config(cfg, stack, metrics=metrics)
-        processor = build_processor(
-            cfg, target_client=clients["target"], metrics=metrics, dead_letters=dead_letters
-        )
+        processor = build_processor(cfg, target_client=clients["target"], metrics=metrics, dead_letters=dead_letters)
         key_names, item_count = await table_key_names(clients["source"], table)
         on_page: Callable[[int], None] | None = None
         if show_progress:

@@ -56,11 +56,7 @@ def compare_items(
     """Compare two tables' items (given as full scans) and report differing keys."""
     markers = replication.marker_attributes
     src = {key_of(i, key_names): strip(i, markers) for i in source}
-    tgt = {
-        key_of(i, key_names): strip(i, markers)
-        for i in target
-        if replication.tombstone_attribute not in i
-    }
+    tgt = {key_of(i, key_names): strip(i, markers) for i in target if replication.tombstone_attribute not in i}
     report = CompareReport(compared=len(src.keys() | tgt.keys()))
     for key, item in src.items():
         other = tgt.get(key)

@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from replicator.compare import compare_items
 from replicator.config import Config
 from replicator.local.dynamodb_local import DynamoDBLocal, create_table, ensure_installed, exit_on_sigterm, local_client
 from replicator.metrics import Metrics
 from replicator.service import Replicator
-from replicator.compare import compare_items
 
 SOURCE_REGION = "us-east-1"
 TARGET_REGION = "eu-west-1"
@@ -50,7 +50,10 @@ def run_demo(*, duration_s: float, rate_per_s: float, keys: int) -> int:
         DynamoDBLocal(region_name=SOURCE_REGION) as source,
         DynamoDBLocal(region_name=TARGET_REGION) as target,
     ):
-        console.print(f"source region {SOURCE_REGION}: {source.endpoint_url}   target region {TARGET_REGION}: {target.endpoint_url}")
+        console.print(
+            f"source region {SOURCE_REGION}: {source.endpoint_url}   "
+            f"target region {TARGET_REGION}: {target.endpoint_url}"
+        )
         create_table(source.endpoint_url, TABLE, stream_view_type="NEW_AND_OLD_IMAGES", region_name=SOURCE_REGION)
         create_table(target.endpoint_url, TABLE, stream_view_type=None, region_name=TARGET_REGION)
         cfg = Config(
@@ -120,7 +123,9 @@ class _Demo:
                     **key,
                     "status": {"S": rng.choice(["new", "paid", "shipped"])},
                     "total": {"N": f"{rng.randrange(100000) / 100:.2f}"},
-                    "lines": {"L": [{"M": {"sku": {"S": f"sku-{rng.randrange(50)}"}, "qty": {"N": str(rng.randrange(1, 5))}}}]},
+                    "lines": {
+                        "L": [{"M": {"sku": {"S": f"sku-{rng.randrange(50)}"}, "qty": {"N": str(rng.randrange(1, 5))}}}]
+                    },
                     "seq": {"N": str(n)},
                 }
                 await asyncio.to_thread(self.src.put_item, TableName=TABLE, Item=item)

@@ -63,7 +63,7 @@ class RecordRejectedError(ReplicatorError):
 
 
 class LeaseLostError(ReplicatorError):
-    """This worker no longer holds the shard's lease; it must stop processing the shard."""
+    """The shard's lease is held by another worker now; this one must stop processing the shard."""
 
 
 _THROTTLE_CODES = frozenset(
@@ -77,7 +77,14 @@ _THROTTLE_CODES = frozenset(
     }
 )
 _TRANSIENT_CODES = _THROTTLE_CODES | frozenset(
-    {"InternalServerError", "ServiceUnavailable", "InternalFailure", "RequestTimeout", "TransactionInProgressException", "TransactionConflictException"}
+    {
+        "InternalServerError",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "RequestTimeout",
+        "TransactionInProgressException",
+        "TransactionConflictException",
+    }
 )
 
 

@@ -62,6 +62,4 @@ class HealthServer:
         body: dict[str, object] = {"ready": ready, "shards_not_ready": bad, "shards": len(self.state.shards)}
         if starting:
             body["reason"] = "starting"
-        return web.Response(
-            status=200 if ready else 503, text=json.dumps(body) + "\n", content_type="application/json"
-        )
+        return web.Response(status=200 if ready else 503, text=json.dumps(body) + "\n", content_type="application/json")

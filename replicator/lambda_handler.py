@@ -124,7 +124,7 @@ class Environment:
         from replicator.aws import client_config, open_target_client  # noqa: PLC0415
         from replicator.config import load_config  # noqa: PLC0415
         from replicator.metrics import Metrics  # noqa: PLC0415
-        from replicator.service import build_processor  # noqa: PLC0415
+        from replicator.processor import build_processor  # noqa: PLC0415
 
         cfg = load_config(None)
         logs.configure(cfg.logging.level, cfg.logging.format, log_item_contents=cfg.logging.log_item_contents)
@@ -238,9 +238,7 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
         sequence_number = outcome.failed_sequence_number
         if not sequence_number:
             # Lambda could not resume from an unnamed record; a function error retries the whole batch.
-            raise ValueError(
-                f"record {outcome.failed_index} of the event failed and has no dynamodb.SequenceNumber"
-            )
+            raise ValueError(f"record {outcome.failed_index} of the event failed and has no dynamodb.SequenceNumber")
         return {"batchItemFailures": [{"itemIdentifier": sequence_number}]}
 
 
@@ -255,9 +253,7 @@ def invocation_budget_s(context: LambdaContext | None) -> float:
 def _records_of(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     records = event.get("Records")
     if not isinstance(records, list):
-        raise TypeError(
-            "the event has no Records list: is this function invoked by a DynamoDB Streams mapping?"
-        )
+        raise TypeError("the event has no Records list: is this function invoked by a DynamoDB Streams mapping?")
     for index, raw in enumerate(records):
         source = raw.get("eventSource") if isinstance(raw, dict) else None
         if source is not None and source != "aws:dynamodb":
@@ -322,9 +318,7 @@ async def process_event(
         records.append(record)
         by_key.setdefault(key, []).append(index)
 
-    tasks = {
-        asyncio.create_task(_process_key(processor, records, indexes)): indexes for indexes in by_key.values()
-    }
+    tasks = {asyncio.create_task(_process_key(processor, records, indexes)): indexes for indexes in by_key.values()}
     if tasks:
         _, pending = await asyncio.wait(set(tasks), timeout=budget_s)
         for task in pending:
@@ -358,9 +352,7 @@ async def process_event(
     return outcome
 
 
-async def _process_key(
-    processor: BatchProcessor, records: Sequence[ChangeRecord], indexes: list[int]
-) -> _KeyResult:
+async def _process_key(processor: BatchProcessor, records: Sequence[ChangeRecord], indexes: list[int]) -> _KeyResult:
     """Process one key's records; on a poison record, write the records before it and fail at it."""
     result = _KeyResult(collections.Counter())
     end = len(indexes)

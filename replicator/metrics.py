@@ -33,9 +33,7 @@ class Metrics:
         """Create the metrics on ``registry`` (a fresh one by default); no I/O."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.records_read = Counter(
-            "replicator_records_read", "Stream records read, per shard.", ["shard"], registry=r
-        )
+        self.records_read = Counter("replicator_records_read", "Stream records read, per shard.", ["shard"], registry=r)
         self.records_written = Counter(
             "replicator_records_written", "Records written to the target, per shard.", ["shard"], registry=r
         )
@@ -67,9 +65,7 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.retries = Counter(
-            "replicator_retries", "Retried AWS calls, by operation.", ["operation"], registry=r
-        )
+        self.retries = Counter("replicator_retries", "Retried AWS calls, by operation.", ["operation"], registry=r)
         self.throttles = Counter(
             "replicator_throttles", "Throttled AWS calls, by operation.", ["operation"], registry=r
         )
@@ -102,9 +98,7 @@ class Metrics:
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
             registry=r,
         )
-        self.build_info = Info(
-            "replicator_build", "Version and the configured source and target.", registry=r
-        )
+        self.build_info = Info("replicator_build", "Version and the configured source and target.", registry=r)
         for outcome in OUTCOMES:
             self.records.labels(outcome=outcome)
         for state in SHARD_STATES:

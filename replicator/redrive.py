@@ -208,9 +208,7 @@ async def redrive(
     """
     src = source or cfg.failure.on_failure.destination
     if not src:
-        raise deadletter.DeadLetterError(
-            "no dead-letter source: pass --source or set failure.on_failure.destination"
-        )
+        raise deadletter.DeadLetterError("no dead-letter source: pass --source or set failure.on_failure.destination")
     rcfg = redrive_config(cfg)
     metrics = metrics or Metrics()
     report = RedriveReport(source=src, dry_run=dry_run)
@@ -218,7 +216,7 @@ async def redrive(
     async with contextlib.AsyncExitStack() as stack:
         processor = None
         if not dry_run:
-            from replicator.service import build_processor  # noqa: PLC0415 - service imports much; CLI start-up
+            from replicator.processor import build_processor  # noqa: PLC0415 - service imports much; CLI start-up
 
             target = (clients or {}).get("target")
             if target is None:
@@ -281,9 +279,7 @@ async def _receive_chunk(
     return docs
 
 
-async def _batched(
-    call: Callable[..., Awaitable[Any]], queue_url: str, entries: list[dict[str, Any]]
-) -> None:
+async def _batched(call: Callable[..., Awaitable[Any]], queue_url: str, entries: list[dict[str, Any]]) -> None:
     for start in range(0, len(entries), deadletter.SQS_BATCH_MAX):
         chunk = entries[start : start + deadletter.SQS_BATCH_MAX]
         await call(QueueUrl=queue_url, Entries=[{"Id": str(i), **e} for i, e in enumerate(chunk)])

@@ -59,5 +59,7 @@ async def retrying(
             metrics.retries.labels(operation=operation).inc()
             delay = policy.delay_s(attempt)
             if attempt in (1, 10) or attempt % 100 == 0:
-                log.warning("retrying", operation=operation, attempt=attempt, error=type(exc).__name__, delay_s=round(delay, 3))
+                log.warning(
+                    "retrying", operation=operation, attempt=attempt, error=type(exc).__name__, delay_s=round(delay, 3)
+                )
             await sleep(delay)

@@ -13,7 +13,7 @@ import functools
 import os
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -25,14 +25,12 @@ from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
 from replicator.checkpoint.leases import LeasedCheckpointStore, LeaseManager
 from replicator.checkpoint.sqlite import SqliteCheckpointStore
 from replicator.config import Config
-from replicator.errors import ConfigError, LeaseLostError, StreamConfigError
+from replicator.errors import LeaseLostError, StreamConfigError
 from replicator.http import HealthServer
 from replicator.logs import error_text
 from replicator.metrics import Metrics
-from replicator.pipeline.stages import Pipeline
-from replicator.processor import BatchProcessor, DeadLetterSink
+from replicator.processor import BatchProcessor, DeadLetterSink, build_processor
 from replicator.retry import RetryPolicy, retrying
-from replicator.sink.writer import ConditionalWriter
 from replicator.source.kinesis import source_api
 from replicator.source.reader import ReaderSettings, ShardReader
 from replicator.source.shards import Shard, ShardTree
@@ -54,58 +52,6 @@ def check_view_type(view_type: str, cfg: Config) -> None:
             "(replication.skip_echoes, needed for active-active) requires NEW_AND_OLD_IMAGES; "
             "for one-way replication only, set replication.skip_echoes: false"
         )
-
-
-def build_processor(
-    cfg: Config,
-    *,
-    target_client: Any,  # noqa: ANN401 - aiobotocore client
-    metrics: Metrics,
-    dead_letters: DeadLetterSink | None,
-    clock: Callable[[], float] = time.time,
-    source_client: Any = None,  # noqa: ANN401 - aiobotocore client, for replication.source_tombstones
-) -> BatchProcessor:
-    """The pipeline, the writer and the batch processor: the same for the service and the Lambda handler."""
-    writer = ConditionalWriter(
-        target_client,
-        table=cfg.target.table,
-        cfg=cfg.replication,
-        origin_region=cfg.source.region,
-        target_region=cfg.target.region,
-        clock=clock,
-    )
-    source_writer = None
-    if cfg.replication.source_tombstones and cfg.replication.deletes == "tombstone":
-        if source_client is None or cfg.source.table is None:
-            raise ConfigError("replication.source_tombstones needs source.table (and a source client)")
-        # It writes into the source region: the change's own region is the "target" for tie rules.
-        source_writer = ConditionalWriter(
-            source_client,
-            table=cfg.source.table,
-            cfg=cfg.replication,
-            origin_region=cfg.source.region,
-            target_region=cfg.source.region,
-            clock=clock,
-            replace_local_writes=False,
-        )
-    return BatchProcessor(
-        source_writer=source_writer,
-        pipeline=Pipeline.from_config(cfg, clock=clock),
-        writer=writer,
-        metrics=metrics,
-        retry_policy=write_retry_policy(cfg),
-        max_concurrent_writes=cfg.target.max_concurrent_writes,
-        dead_letters=dead_letters,
-        maximum_record_age_s=cfg.failure.maximum_record_age_seconds,
-        bisect_on_error=cfg.failure.bisect_batch_on_function_error,
-        clock=clock,
-    )
-
-
-def write_retry_policy(cfg: Config) -> RetryPolicy:
-    """Retries of target writes: unlimited unless ``failure.maximum_retry_attempts`` says otherwise."""
-    attempts = cfg.failure.maximum_retry_attempts
-    return RetryPolicy(max_attempts=None if attempts < 0 else attempts)
 
 
 class Replicator:
@@ -245,21 +191,25 @@ class Replicator:
         first_discovery = True
         discovery_retry = RetryPolicy(max_attempts=None, max_delay_s=10)
         while not self._stop.is_set():
-            shards = await retrying("DescribeStream", lambda: api.list_shards(arn), policy=discovery_retry, metrics=self.metrics)
+            shards = await retrying(
+                "DescribeStream", lambda: api.list_shards(arn), policy=discovery_retry, metrics=self.metrics
+            )
             new = tree.update(shards)
             if new:
                 log.info("shards_discovered", new=len(new), known=len(tree.shards))
             for shard in tree.ready(checkpoints, set(self._tasks) | self._failed):
                 self._start_reader(api, store, processor, shard, checkpoints, first_discovery=first_discovery)
             for shard in tree.shards.values():
-                if shard.shard_id not in self._tasks and shard.shard_id not in self._failed and tree.parent_pending(shard, checkpoints):
+                if (
+                    shard.shard_id not in self._tasks
+                    and shard.shard_id not in self._failed
+                    and tree.parent_pending(shard, checkpoints)
+                ):
                     self.state.set_state(shard.shard_id, "waiting_on_parent")
             first_discovery = False
             await self._wait_for_event(checkpoints)
 
-    async def _coordinate_leased(
-        self, api: StreamsAPI, clients: dict[str, Any], processor: BatchProcessor
-    ) -> None:
+    async def _coordinate_leased(self, api: StreamsAPI, clients: dict[str, Any], processor: BatchProcessor) -> None:
         """Like ``_coordinate``, for ``leases.enabled``: read only the shards this worker holds a lease on.
 
         Every renewal interval: take free/expired leases up to the fair share (or steal one), start readers
@@ -284,7 +234,9 @@ class Replicator:
         next_discovery = 0.0
         while not self._stop.is_set():
             if time.monotonic() >= next_discovery:
-                shards = await retrying("DescribeStream", lambda: api.list_shards(arn), policy=retry, metrics=self.metrics)
+                shards = await retrying(
+                    "DescribeStream", lambda: api.list_shards(arn), policy=retry, metrics=self.metrics
+                )
                 if tree.update(shards):
                     log.info("shards_discovered", known=len(tree.shards))
                 create = functools.partial(leases.ensure_leases, shards)
@@ -344,7 +296,11 @@ class Replicator:
         stop_wait = asyncio.ensure_future(self._stop.wait())
         waiters.add(stop_wait)
         try:
-            await asyncio.wait(waiters, timeout=wait_s or self.cfg.reader.shard_discovery_interval_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                waiters,
+                timeout=wait_s or self.cfg.reader.shard_discovery_interval_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             stop_wait.cancel()
         for shard_id, task in list(self._tasks.items()):
@@ -359,15 +315,15 @@ class Replicator:
             elif exc is not None:
                 self.metrics.errors.labels(kind="shard_failed").inc()
                 self.state.set_state(shard_id, "stopped", error=type(exc).__name__)
-                log.error(
-                    "shard_stopped", shard_id=shard_id, error=error_text(exc), error_type=type(exc).__name__
-                )
+                log.error("shard_stopped", shard_id=shard_id, error=error_text(exc), error_type=type(exc).__name__)
                 # A stopped shard stays stopped (its children wait) until the cause is fixed and the
                 # worker restarted: moving on would break per-key order or lose changes.
                 self._failed.add(shard_id)
             elif task.result() == "shard_end":
                 status = self.state.shard(shard_id)
-                checkpoints[shard_id] = Checkpoint(shard_id, status.checkpoint, shard_end=True, updated_at_s=time.time())
+                checkpoints[shard_id] = Checkpoint(
+                    shard_id, status.checkpoint, shard_end=True, updated_at_s=time.time()
+                )
                 self.state.set_state(shard_id, "closed")
 
     async def _shutdown(self) -> None:

@@ -92,9 +92,7 @@ async def collect_status(
     """Describe every shard of the stream with its checkpoint and an estimate of how far behind it is."""
     metrics = Metrics()  # retries of a one-shot command are not exported anywhere
     policy = RetryPolicy(max_attempts=5, max_delay_s=2.0)
-    shards = await retrying(
-        "DescribeStream", lambda: api.list_shards(stream_arn), policy=policy, metrics=metrics
-    )
+    shards = await retrying("DescribeStream", lambda: api.list_shards(stream_arn), policy=policy, metrics=metrics)
     tree = ShardTree()
     tree.update(shards)
     rows = []
@@ -150,9 +148,7 @@ def _lineage_order(shards: list[Shard]) -> list[Shard]:
     return sorted(shards, key=lambda s: (s.starting_sequence_number or "").rjust(40, "0"))
 
 
-def _progress(
-    tree: ShardTree, shard: Shard, cp: Checkpoint | None, checkpoints: Mapping[str, Checkpoint]
-) -> Progress:
+def _progress(tree: ShardTree, shard: Shard, cp: Checkpoint | None, checkpoints: Mapping[str, Checkpoint]) -> Progress:
     if cp is not None and cp.shard_end:
         return "done"
     if tree.parent_pending(shard, checkpoints):
@@ -190,18 +186,14 @@ async def _estimate(
         policy=policy,
         metrics=metrics,
     )
-    raw, _ = await retrying(
-        "GetRecords", lambda: api.get_records(iterator, limit), policy=policy, metrics=metrics
-    )
+    raw, _ = await retrying("GetRecords", lambda: api.get_records(iterator, limit), policy=policy, metrics=metrics)
     if not raw:
         return 0.0, 0, False
     first = from_stream_record(raw[0], shard_id=shard.shard_id, stream_arn=stream_arn)
     return max(0.0, clock() - first.approximate_creation_time_s), len(raw), len(raw) >= limit
 
 
-async def load_checkpoints(
-    store: CheckpointStore, stream_arn: str
-) -> tuple[dict[str, Checkpoint], str | None]:
+async def load_checkpoints(store: CheckpointStore, stream_arn: str) -> tuple[dict[str, Checkpoint], str | None]:
     """Every checkpoint of the stream; a missing table reads as none (with a note), nothing is created."""
     try:
         return await store.load_all(stream_arn), None
@@ -239,9 +231,7 @@ async def status_from_config(cfg: Config, *, clients: dict[str, Any] | None = No
                 await store.close()
         else:
             note = f"checkpoint file {cp_cfg.path} does not exist yet: no shard has been started"
-        rows = await collect_status(
-            api, checkpoints, stream_arn=stream.arn, starting_position=cfg.starting_position
-        )
+        rows = await collect_status(api, checkpoints, stream_arn=stream.arn, starting_position=cfg.starting_position)
         return StatusReport(stream_arn=stream.arn, rows=rows, checkpoint_note=note)
 
 
@@ -271,13 +261,9 @@ def render_table(report: StatusReport) -> Table:
 
     table = Table(title=f"stream {report.stream_arn}", caption=report.checkpoint_note)
     for name in ("shard", "shard state", "progress", "owner", "checkpoint", "behind", "next record age"):
-        table.add_column(
-            name, overflow="fold", justify="right" if name in ("behind", "next record age") else "left"
-        )
+        table.add_column(name, overflow="fold", justify="right" if name in ("behind", "next record age") else "left")
     for row in report.rows:
-        behind = (
-            "-" if row.records_behind is None else f"{row.records_behind}{'+' if row.more_behind else ''}"
-        )
+        behind = "-" if row.records_behind is None else f"{row.records_behind}{'+' if row.more_behind else ''}"
         progress = _PROGRESS_LABELS[row.progress] + (f" ({row.note})" if row.note else "")
         table.add_row(
             row.shard_id,

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from replicator.aws import open_clients
 from replicator.errors import RecordRejectedError, ReplicatorError, TransformError
 from replicator.metrics import Metrics
+from replicator.processor import build_processor
 from replicator.records import AttributeValue, ChangeRecord, Item, from_lambda_event, key_identity
 from replicator.retry import RetryPolicy, retrying
-from replicator.service import build_processor
 from replicator.sink import version as versions
 from replicator.sink.markers import strip_markers
 from replicator.sink.writer import Write
@@ -162,9 +162,7 @@ def _b64(value: bytes | str) -> str:
 def item_digest(item: Item, ignore: frozenset[str]) -> bytes:
     """Return a digest of the attributes but ``ignore``, independent of order and number format."""
     tree = {name: _canonical(value) for name, value in sorted(item.items()) if name not in ignore}
-    return hashlib.blake2b(
-        json.dumps(tree, sort_keys=True, separators=(",", ":")).encode(), digest_size=16
-    ).digest()
+    return hashlib.blake2b(json.dumps(tree, sort_keys=True, separators=(",", ":")).encode(), digest_size=16).digest()
 
 
 # -- scanning ----------------------------------------------------------------------------------------
@@ -206,9 +204,7 @@ async def scan_table(
             }
             if start is not None:
                 kwargs["ExclusiveStartKey"] = start
-            page = await retrying(
-                "Scan", functools.partial(client.scan, **kwargs), policy=_SCAN_RETRY, metrics=metrics
-            )
+            page = await retrying("Scan", functools.partial(client.scan, **kwargs), policy=_SCAN_RETRY, metrics=metrics)
             on_page(page.get("Items", []))
             start = page.get("LastEvaluatedKey")
             if not start:
@@ -367,9 +363,7 @@ class Verifier:
         elif isinstance(write, Difference):
             self._failed.append(write)
         elif write.item is not None:
-            expected[key_identity(write.keys)] = _Entry(
-                item_digest(write.item, self.ignore), write.keys, keys
-            )
+            expected[key_identity(write.keys)] = _Entry(item_digest(write.item, self.ignore), write.keys, keys)
 
     def _through_pipeline(self, item: Item, keys: Item, now_s: float) -> Write | Difference | None:
         # Markers are stripped first: a source item that arrived by replication would read as an echo.

@@ -229,15 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--output", type=Path, default=ROOT / "dist" / "lambda.zip")
-    parser.add_argument(
-        "--arch", choices=sorted(PLATFORMS), default="x86_64", help="the function's architecture"
-    )
-    parser.add_argument(
-        "--cache-dir", type=Path, default=ROOT / ".cache" / "pip", help="pip's download cache"
-    )
-    parser.add_argument(
-        "--build-dir", type=Path, default=None, help="keep the unpacked tree here (emptied first)"
-    )
+    parser.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64", help="the function's architecture")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "pip", help="pip's download cache")
+    parser.add_argument("--build-dir", type=Path, default=None, help="keep the unpacked tree here (emptied first)")
     parser.add_argument("--no-pin", action="store_true", help="let pip pick versions instead of this venv's")
     parser.add_argument("--no-compile", action="store_true", help="ship sources only (slower cold starts)")
     args = parser.parse_args(argv)

@@ -29,7 +29,9 @@ class ScriptedShard:
 class ScriptedStream:
     """A stream whose shards and records a test scripts; quacks like the aiobotocore clients."""
 
-    def __init__(self, arn: str = "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/2026-01-01T00:00:00.000") -> None:
+    def __init__(
+        self, arn: str = "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/2026-01-01T00:00:00.000"
+    ) -> None:
         """Start with no shards."""
         self.arn = arn
         self.shards: dict[str, ScriptedShard] = {}

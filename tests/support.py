@@ -24,7 +24,7 @@ def make_config(
     target_table: str | None = None,
     source_region: str = "us-east-1",
     target_region: str = "eu-west-1",
-    **overrides: Any,  # noqa: ANN401 - config sections as dicts
+    **overrides: Any,
 ) -> Config:
     """A config replicating ``table`` from ``source`` to ``target`` with fast polling."""
     data: dict[str, Any] = {
@@ -43,7 +43,7 @@ def make_config(
 
 
 @contextlib.asynccontextmanager
-async def running(cfg: Config, *, metrics: Metrics | None = None, **kwargs: Any) -> AsyncIterator[Replicator]:  # noqa: ANN401
+async def running(cfg: Config, *, metrics: Metrics | None = None, **kwargs: Any) -> AsyncIterator[Replicator]:
     """Run a Replicator in this event loop for the block's duration; re-raise its failure."""
     replicator = Replicator(cfg, metrics=metrics or Metrics(), **kwargs)
     task = asyncio.create_task(replicator.run())
@@ -59,7 +59,7 @@ async def running(cfg: Config, *, metrics: Metrics | None = None, **kwargs: Any)
         await asyncio.wait_for(task, timeout=30)
 
 
-def scan(client: Any, table: str) -> list[dict[str, Any]]:  # noqa: ANN401 - boto3 client
+def scan(client: Any, table: str) -> list[dict[str, Any]]:
     """Every item of a table (consistent read)."""
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}

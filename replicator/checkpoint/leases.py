@@ -248,9 +248,7 @@ class LeaseManager:
         self._seen[lease.shard_id] = (self.worker_id, nxt, now)
         lease.owner, lease.counter = self.worker_id, nxt
         self._record(lease.shard_id, "acquired", self._wall(), nxt)
-        log.info(
-            "lease_acquired", shard_id=lease.shard_id, previous_owner=previous, stolen=steal, counter=nxt
-        )
+        log.info("lease_acquired", shard_id=lease.shard_id, previous_owner=previous, stolen=steal, counter=nxt)
         return True
 
     async def rebalance(self, tree: ShardTree) -> list[str]:
@@ -263,7 +261,7 @@ class LeaseManager:
             lease = items.get(sid)
             # A lower counter than ours is a stale read: a renewal or checkpoint finished while the
             # Query was in flight. Only another owner, or a counter we did not write, means loss.
-            if lease is None or lease.owner != self.worker_id or lease.counter > self._held[sid].counter:
+            if lease is None or lease.owner != self.worker_id or (lease.counter or 0) > self._held[sid].counter:
                 self._lose(sid, "taken by another worker" if lease is not None else "lease item gone")
         loads = self._loads(active)
         target = math.ceil(len(active) / len(loads)) if active else 0
@@ -295,18 +293,12 @@ class LeaseManager:
         return {
             sid: lease
             for sid, lease in items.items()
-            if not lease.shard_end
-            and sid in tree.shards
-            and not tree.parent_pending(tree.shards[sid], checkpoints)
+            if not lease.shard_end and sid in tree.shards and not tree.parent_pending(tree.shards[sid], checkpoints)
         }
 
     def _candidates(self, active: dict[str, LeaseItem]) -> list[LeaseItem]:
         # Our own lease from an earlier life of this worker id first, then unowned, then expired ones.
-        own = [
-            lease
-            for lease in active.values()
-            if lease.owner == self.worker_id and lease.shard_id not in self._held
-        ]
+        own = [lease for lease in active.values() if lease.owner == self.worker_id and lease.shard_id not in self._held]
         others = sorted(
             (lease for lease in active.values() if lease.owner != self.worker_id and self._expired(lease)),
             key=lambda lease: (lease.owner is not None, lease.shard_id),
@@ -318,9 +310,7 @@ class LeaseManager:
         if not victims or victims[0][0] <= target:
             return []
         victim = victims[0][1]
-        lease = min(
-            (lease for lease in active.values() if lease.owner == victim), key=lambda lease: lease.shard_id
-        )
+        lease = min((lease for lease in active.values() if lease.owner == victim), key=lambda lease: lease.shard_id)
         if await self._take(lease, steal=True):
             if self.metrics is not None:
                 self.metrics.errors.labels(kind="lease_stolen").inc()
@@ -422,9 +412,7 @@ class LeaseManager:
         self._stopping = True
         for shard_id in list(self._held):
             try:
-                await self._conditional(
-                    shard_id, "REMOVE leaseOwner SET leaseCounter = :next", {}, "released"
-                )
+                await self._conditional(shard_id, "REMOVE leaseOwner SET leaseCounter = :next", {}, "released")
             except LeaseLostError:
                 continue
             except Exception as exc:  # noqa: BLE001 - best effort: an unreleased lease expires anyway
@@ -470,9 +458,7 @@ class LeasedCheckpointStore:
     ) -> None:
         """Save while holding the shard's lease; LeaseLostError when another worker holds it."""
         del stream_arn
-        await self.manager.checkpoint(
-            shard_id, sequence_number, shard_end=shard_end, parent_shard_id=parent_shard_id
-        )
+        await self.manager.checkpoint(shard_id, sequence_number, shard_end=shard_end, parent_shard_id=parent_shard_id)
 
     async def close(self) -> None:
         """Nothing to release: the manager owns the lease state."""

@@ -52,16 +52,20 @@ class SqliteCheckpointStore:
         """Every checkpoint of the stream."""
         async with self._lock:
             rows = await asyncio.to_thread(
-                lambda: self._db()
-                .execute(
-                    "SELECT shard_id, sequence_number, shard_end, updated_at, parent_shard_id "
-                    "FROM checkpoints WHERE stream_arn = ?",
-                    (stream_arn,),
+                lambda: (
+                    self._db()
+                    .execute(
+                        "SELECT shard_id, sequence_number, shard_end, updated_at, parent_shard_id "
+                        "FROM checkpoints WHERE stream_arn = ?",
+                        (stream_arn,),
+                    )
+                    .fetchall()
                 )
-                .fetchall()
             )
         return {
-            r[0]: Checkpoint(shard_id=r[0], sequence_number=r[1], shard_end=bool(r[2]), updated_at_s=r[3], parent_shard_id=r[4])
+            r[0]: Checkpoint(
+                shard_id=r[0], sequence_number=r[1], shard_end=bool(r[2]), updated_at_s=r[3], parent_shard_id=r[4]
+            )
             for r in rows
         }
 
@@ -79,7 +83,8 @@ class SqliteCheckpointStore:
         async with self._lock:
             await asyncio.to_thread(
                 self._db().execute,
-                "INSERT INTO checkpoints (stream_arn, shard_id, sequence_number, shard_end, parent_shard_id, updated_at) "
+                "INSERT INTO checkpoints "
+                "(stream_arn, shard_id, sequence_number, shard_end, parent_shard_id, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream_arn, shard_id) DO UPDATE SET "
                 "sequence_number = COALESCE(excluded.sequence_number, checkpoints.sequence_number), "
                 "shard_end = excluded.shard_end, "

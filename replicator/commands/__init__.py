@@ -30,7 +30,8 @@ def config_option(func: F) -> F:
         "config_path",
         type=click.Path(path_type=Path),
         default=None,
-        help="YAML config file; REPLICATOR_<SECTION>__<KEY> variables override it. Omit to configure from the environment.",
+        help="YAML config file; REPLICATOR_<SECTION>__<KEY> variables override it. "
+        "Omit to configure from the environment.",
     )(func)
 
 

@@ -31,9 +31,7 @@ def _criteria(config_path: Path | None) -> tuple[dict[str, Any], list[str]]:
 def render_yaml(criteria: dict[str, Any]) -> str:
     """Render ``FilterCriteria:`` for an ``AWS::Serverless::Function`` DynamoDB event's Properties."""
     # Each Pattern stays one JSON string on one line (Lambda parses it); a huge width stops folding.
-    return yaml.safe_dump(
-        {"FilterCriteria": criteria}, sort_keys=False, width=2**31 - 1, default_flow_style=False
-    )
+    return yaml.safe_dump({"FilterCriteria": criteria}, sort_keys=False, width=2**31 - 1, default_flow_style=False)
 
 
 @click.command("lambda-filters")

@@ -19,9 +19,7 @@ from replicator.errors import ReplicatorError
     default=None,
     help="A JSONL file (path or file:// URL) or an SQS queue URL; default: failure.on_failure.destination.",
 )
-@click.option(
-    "--dry-run", is_flag=True, help="Run the pipeline only: report what would happen; write, delete nothing."
-)
+@click.option("--dry-run", is_flag=True, help="Run the pipeline only: report what would happen; write, delete nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def command(config_path: Path | None, source: str | None, *, dry_run: bool, as_json: bool) -> None:
     """Replay dead letters through the same pipeline and conditional writer (safe: last writer wins).

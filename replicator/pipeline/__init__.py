@@ -1,0 +1,1 @@
+"""The per-record pipeline: filters (Lambda FilterCriteria), transforms, and the stage runner."""

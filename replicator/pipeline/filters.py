@@ -253,17 +253,13 @@ class _Ctx:
         if kind == "root":
             child = _ROOT_FIELDS.get(key)
             if child is None:
-                self.warn(
-                    path, f"{key!r} is not a field of a DynamoDB stream record ({', '.join(_ROOT_FIELDS)})"
-                )
+                self.warn(path, f"{key!r} is not a field of a DynamoDB stream record ({', '.join(_ROOT_FIELDS)})")
                 return _ANY
             return child
         if kind == "ddb":
             child = _DDB_FIELDS.get(key)
             if child is None:
-                self.warn(
-                    path, f"{key!r} is not a field of a stream record's dynamodb ({', '.join(_DDB_FIELDS)})"
-                )
+                self.warn(path, f"{key!r} is not a field of a stream record's dynamodb ({', '.join(_DDB_FIELDS)})")
                 return _ANY
             return child
         if kind == "item":
@@ -304,15 +300,11 @@ class _Ctx:
         if where == "numstr" and kind in {"numeric", "number", "anything-but-number"}:
             self.warn(path, _N_FIX)
         elif where == "str" and kind in {"numeric", "number", "anything-but-number"}:
-            self.warn(
-                path, "values here are strings and numeric patterns only match JSON numbers: never matches"
-            )
+            self.warn(path, "values here are strings and numeric patterns only match JSON numbers: never matches")
         elif where in {"str", "numstr"} and kind in {"bool", "null"}:
             self.warn(path, f"values here are strings, so {json.dumps(literal)} never matches")
         elif where == "bool" and kind in {"string", "string-op", "numeric", "number", "null"}:
-            self.warn(
-                path, "BOOL and NULL values are JSON booleans in the record: match with [true] or [false]"
-            )
+            self.warn(path, "BOOL and NULL values are JSON booleans in the record: match with [true] or [false]")
         elif where == "num" and kind in {"string", "string-op", "bool", "null"}:
             self.warn(path, "values here are JSON numbers: match with a number or a numeric pattern")
         if kind == "string" and isinstance(literal, str):
@@ -331,8 +323,7 @@ class _Ctx:
         if canonical is not None and canonical != literal:
             self.warn(
                 path,
-                f"DynamoDB returns numbers in canonical form, so {literal!r} likely never matches;"
-                f" write {canonical!r}",
+                f"DynamoDB returns numbers in canonical form, so {literal!r} likely never matches; write {canonical!r}",
             )
 
 
@@ -351,9 +342,7 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _compile_object(
-    ctx: _Ctx, pattern: Mapping[str, Any], path: str, shape: _Shape, *, in_or: bool
-) -> _ObjMatch:
+def _compile_object(ctx: _Ctx, pattern: Mapping[str, Any], path: str, shape: _Shape, *, in_or: bool) -> _ObjMatch:
     """Compile an object pattern: every field must match (AND), and each ``$or`` needs one branch."""
     if not pattern:
         raise ctx.error(path, "empty objects are not allowed in a pattern")
@@ -426,9 +415,7 @@ def _compile_or(ctx: _Ctx, value: object, path: str, shape: _Shape) -> tuple[_Ob
     return tuple(branches)
 
 
-def _compile_nested(
-    ctx: _Ctx, pattern: Mapping[str, Any], path: str, shape: _Shape, *, in_or: bool
-) -> _Match:
+def _compile_nested(ctx: _Ctx, pattern: Mapping[str, Any], path: str, shape: _Shape, *, in_or: bool) -> _Match:
     """Compile a field whose pattern is an object: the event value must be an object matching it."""
     match_obj = _compile_object(ctx, pattern, path, shape, in_or=in_or)
     # A missing field, or a leaf where the pattern expects an object, has no sub-fields at all: the
@@ -605,9 +592,7 @@ def _compile_operator(ctx: _Ctx, matcher: Mapping[str, Any], path: str, shape: _
         leaf.preds.append(_numeric(ctx, arg, path))
         ctx.check(shape, "numeric", path)
     elif op in _UNSUPPORTED_OPERATORS:
-        raise ctx.error(
-            path, f"{op!r} is an EventBridge operator that Lambda event filtering does not document"
-        )
+        raise ctx.error(path, f"{op!r} is an EventBridge operator that Lambda event filtering does not document")
     else:
         raise ctx.error(path, f"unknown operator {op!r}; expected one of {', '.join(_OPERATORS)}")
 
@@ -616,9 +601,7 @@ def _affix(ctx: _Ctx, op: str, arg: object, path: str) -> _Match:
     """Compile ``prefix``/``suffix``, plain or ``{"equals-ignore-case": ...}``: strings only."""
     if isinstance(arg, Mapping):
         if len(arg) != 1 or "equals-ignore-case" not in arg:
-            raise ctx.error(
-                path, f'{op} takes a string or {{"equals-ignore-case": "..."}}, got {sorted(arg)}'
-            )
+            raise ctx.error(path, f'{op} takes a string or {{"equals-ignore-case": "..."}}, got {sorted(arg)}')
         text = _string(ctx, arg["equals-ignore-case"], path, f"{op}/equals-ignore-case").lower()
         if op == "prefix":
             return lambda value: isinstance(value, str) and value.lower().startswith(text)
@@ -633,9 +616,7 @@ def _anything_but(ctx: _Ctx, arg: object, path: str, shape: _Shape) -> _Match:  
     """Compile ``anything-but``: matches any present leaf value except the ones described."""
     if isinstance(arg, Mapping):
         if len(arg) != 1:
-            raise ctx.error(
-                path, f"anything-but takes one of prefix, suffix, equals-ignore-case; got {sorted(arg)}"
-            )
+            raise ctx.error(path, f"anything-but takes one of prefix, suffix, equals-ignore-case; got {sorted(arg)}")
         ((op, inner),) = arg.items()
         if op in {"prefix", "suffix"}:
             text = _string(ctx, inner, path, f"anything-but/{op}")
@@ -648,9 +629,7 @@ def _anything_but(ctx: _Ctx, arg: object, path: str, shape: _Shape) -> _Match:  
             items = inner if isinstance(inner, list | tuple) else [inner]
             if not items:
                 raise ctx.error(path, "anything-but/equals-ignore-case needs at least one string")
-            lowered = frozenset(
-                _string(ctx, item, path, "anything-but/equals-ignore-case").lower() for item in items
-            )
+            lowered = frozenset(_string(ctx, item, path, "anything-but/equals-ignore-case").lower() for item in items)
             return lambda value: not (isinstance(value, str) and value.lower() in lowered)
         raise ctx.error(path, f"anything-but takes prefix, suffix or equals-ignore-case, not {op!r}")
     items = list(arg) if isinstance(arg, list | tuple) else [arg]
@@ -681,13 +660,9 @@ def _numeric(ctx: _Ctx, arg: object, path: str) -> _Match:
     for k in range(0, len(arg), 2):
         op, bound = arg[k], arg[k + 1]
         if op not in _NUMERIC_OPS:
-            raise ctx.error(
-                path, f"numeric operator {op!r} is not one of {', '.join(map(repr, _NUMERIC_OPS))}"
-            )
+            raise ctx.error(path, f"numeric operator {op!r} is not one of {', '.join(map(repr, _NUMERIC_OPS))}")
         if not _is_number(bound):
-            raise ctx.error(
-                path, f"numeric operator {op!r} needs a number, got {json.dumps(bound, default=str)}"
-            )
+            raise ctx.error(path, f"numeric operator {op!r} needs a number, got {json.dumps(bound, default=str)}")
         number = _finite(ctx, path, bound)
         if abs(number) > NUMERIC_LIMIT:
             ctx.warn(path, f"{number} is outside +-5e9, the range event-ruler documents for numeric matching")

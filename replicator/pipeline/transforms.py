@@ -256,9 +256,7 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
 def validate_attribute_value(value: object, where: str = "value") -> AttributeValue:
     """Return a well-formed AttributeValue (one type descriptor) or raise ValueError naming the path."""
     if not isinstance(value, dict) or len(value) != 1:
-        raise ValueError(
-            f"{where}: must be a mapping with exactly one type descriptor ({', '.join(_CHECKS)})"
-        )
+        raise ValueError(f"{where}: must be a mapping with exactly one type descriptor ({', '.join(_CHECKS)})")
     ((type_, inner),) = value.items()
     check = _CHECKS.get(type_)
     if check is None:
@@ -291,11 +289,7 @@ def _format_errors(index: int, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = list(err["loc"])
-        if (
-            loc
-            and isinstance(loc[0], str)
-            and err["type"] not in ("union_tag_invalid", "union_tag_not_found")
-        ):
+        if loc and isinstance(loc[0], str) and err["type"] not in ("union_tag_invalid", "union_tag_not_found"):
             loc = loc[1:]  # pydantic puts the union's tag first
         key = f"transforms[{index}]"
         for part in loc:
@@ -333,9 +327,7 @@ def _import_plugin(index: int, target: str) -> Callable[[ChangeRecord], object]:
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # any failure while importing user code is a config error
-        raise ConfigError(
-            f"{where}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ConfigError(f"{where}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)
@@ -423,9 +415,7 @@ _FAST_FIELDS = (
 )
 
 
-def _with_direct(
-    record: ChangeRecord, keys: Item, new_image: Item | None, old_image: Item | None
-) -> ChangeRecord:
+def _with_direct(record: ChangeRecord, keys: Item, new_image: Item | None, old_image: Item | None) -> ChangeRecord:
     # Positional construction is ~5x faster than dataclasses.replace (0.3 us against 1.6 us).
     return ChangeRecord(
         record.event_name,
@@ -440,16 +430,12 @@ def _with_direct(
     )
 
 
-def _with_replace(
-    record: ChangeRecord, keys: Item, new_image: Item | None, old_image: Item | None
-) -> ChangeRecord:
+def _with_replace(record: ChangeRecord, keys: Item, new_image: Item | None, old_image: Item | None) -> ChangeRecord:
     return dataclasses.replace(record, keys=keys, new_image=new_image, old_image=old_image)
 
 
 # Should ChangeRecord gain a field, fall back to dataclasses.replace so no field is lost.
-_with = (
-    _with_direct if tuple(f.name for f in dataclasses.fields(ChangeRecord)) == _FAST_FIELDS else _with_replace
-)
+_with = _with_direct if tuple(f.name for f in dataclasses.fields(ChangeRecord)) == _FAST_FIELDS else _with_replace
 
 
 def _guard(name: str, stage: Stage) -> Stage:
@@ -533,9 +519,7 @@ def _map_keys(mapping: dict[str, str]) -> Stage:
     def map_keys(record: ChangeRecord) -> ChangeRecord:
         missing = [name for name in mapping if name not in record.keys]
         if missing:
-            raise _StageError(
-                f"key attribute {', '.join(repr(n) for n in missing)} is not in the record's keys"
-            )
+            raise _StageError(f"key attribute {', '.join(repr(n) for n in missing)} is not in the record's keys")
         keys = _renamed(record.keys, mapping)
         assert keys is not None  # noqa: S101 - keys is never None; narrows the type for mypy
         return _with(record, keys, _renamed(record.new_image, mapping), _renamed(record.old_image, mapping))
@@ -576,7 +560,6 @@ def _deriver(
     derived: DerivedValue, source_region: str, clock: Callable[[], float]
 ) -> Callable[[ChangeRecord], AttributeValue]:
     if derived == "replication_time_iso":
-
         cache = [-1, ""]  # the last whole second and its formatted prefix: most records share one
 
         def iso(_record: ChangeRecord) -> AttributeValue:

@@ -1,0 +1,1 @@
+"""Writing to the target: versions, replication markers and the conditional writer."""

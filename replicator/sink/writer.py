@@ -21,7 +21,9 @@ WriteOutcome = Literal["replicated", "superseded"]
 
 # Errors that no retry can fix: the target refuses this one record (bad key type, item too large,
 # an attribute the table's schema forbids). The record is poison; the failure policy isolates it.
-_REJECTED_CODES = frozenset({"ValidationException", "ItemCollectionSizeLimitExceededException", "SerializationException"})
+_REJECTED_CODES = frozenset(
+    {"ValidationException", "ItemCollectionSizeLimitExceededException", "SerializationException"}
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -98,9 +98,7 @@ def to_stream_record(data: bytes | str, sequence_number: str) -> dict[str, Any]:
         event_name = payload["eventName"]
         keys = ddb["Keys"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(
-            f"Kinesis record {sequence_number} is not a DynamoDB change record: {exc!r}"
-        ) from exc
+        raise ValueError(f"Kinesis record {sequence_number} is not a DynamoDB change record: {exc!r}") from exc
     out_ddb: dict[str, Any] = {
         "Keys": _decode_image(keys),
         "SequenceNumber": sequence_number,
@@ -175,9 +173,7 @@ class KinesisAPI(StreamsAPI):
         elif table is not None:
             kwargs = {"StreamARN": await self._destination_of(table)}
         else:
-            raise StreamConfigError(
-                "source.kind kinesis needs source.stream_arn, kinesis_stream_name or table"
-            )
+            raise StreamConfigError("source.kind kinesis needs source.stream_arn, kinesis_stream_name or table")
         try:
             summary = (await self._kinesis.describe_stream_summary(**kwargs))["StreamDescriptionSummary"]
         except Exception as exc:
@@ -264,9 +260,7 @@ class KinesisAPI(StreamsAPI):
         size = sum(len(r.get("Data", b"")) for r in records)
         if chain is not None:
             # 5 calls/s and 2 MB/s per shard: a large page buys a longer rest (10 MB: 5 s).
-            self._next_call[chain.shard_id] = self._clock() + max(
-                1 / GET_RECORDS_CALLS_PER_S, size / READ_BYTES_PER_S
-            )
+            self._next_call[chain.shard_id] = self._clock() + max(1 / GET_RECORDS_CALLS_PER_S, size / READ_BYTES_PER_S)
         out = self._convert(records, chain)
         next_iterator = resp.get("NextShardIterator")
         if next_iterator is not None and chain is not None and not records and self._read_to_end(chain):
@@ -329,6 +323,4 @@ async def source_api(
             config=client_config(),
         )
     )
-    return KinesisAPI(
-        kinesis, clients["source"], stream_name=cfg.source.kinesis_stream_name, table=cfg.source.table
-    )
+    return KinesisAPI(kinesis, clients["source"], stream_name=cfg.source.kinesis_stream_name, table=cfg.source.table)

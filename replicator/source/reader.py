@@ -1,7 +1,8 @@
 """One shard's reader: poll GetRecords, process each batch, checkpoint after it, until the shard ends.
 
 Polling: a shard that returned a full page is polled again at once (catching up); one that returned
-records, every ``poll_interval_s`` counted from the previous poll's start (Lambda polls 4 times/s); an empty read backs off towards
+records, every ``poll_interval_s`` counted from the previous poll's start (Lambda polls 4 times/s); an
+empty read backs off towards
 ``max_idle_poll_interval_s``. Throttling is retried with backoff (``retry.py``).
 
 Batching window (``failure.maximum_batching_window_seconds``, as Lambda's): with a window, records are
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +32,7 @@ import structlog
 
 from replicator.checkpoint import Checkpoint, CheckpointStore
 from replicator.config import ReaderConfig
-from replicator.errors import ExpiredIteratorError, LeaseLostError, ShardGoneError, TrimmedDataError
+from replicator.errors import ExpiredIteratorError, ShardGoneError, TrimmedDataError
 from replicator.metrics import Metrics
 from replicator.processor import BatchProcessor
 from replicator.records import ChangeRecord, from_stream_record
@@ -165,7 +167,7 @@ class ShardReader:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
         return exit_
 
-    async def _run(self) -> ReaderExit:
+    async def _run(self) -> ReaderExit:  # noqa: C901, PLR0912, PLR0915 - the poll loop reads best whole
         shard_id = self.shard.shard_id
         self.state.set_state(shard_id, "reading")
         cfg = self.settings.reader
@@ -246,10 +248,8 @@ class ShardReader:
                 # Wake up in time to process what was gathered when the window closes.
                 delay = max(0.0, min(delay, buffer_since + window - time.monotonic()))
             if delay > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
         return "stopped"
 
     async def _process(self, raw: list[dict[str, object]]) -> None:
@@ -267,15 +267,14 @@ class ShardReader:
             batch: list[ChangeRecord] = records[start : start + size]
             await self.processor.process(batch)
             last = batch[-1].sequence_number
-            try:
-                await retrying(
-                    "SaveCheckpoint",
-                    lambda last=last: self.store.save(self.stream_arn, shard_id, last, parent_shard_id=self.shard.parent_shard_id),  # type: ignore[misc]
-                    policy=self.retry_policy,
-                    metrics=self.metrics,
-                )
-            except LeaseLostError:
-                raise
+            await retrying(
+                "SaveCheckpoint",
+                lambda last=last: self.store.save(
+                    self.stream_arn, shard_id, last, parent_shard_id=self.shard.parent_shard_id
+                ),  # type: ignore[misc]
+                policy=self.retry_policy,
+                metrics=self.metrics,
+            )
             self.position = last
             self.state.checkpointed(shard_id, last)
             self.log.debug("checkpoint", sequence_number=last, records=len(batch))

@@ -114,7 +114,9 @@ def _translate(exc: Exception, operation: str) -> Exception:
     if code == "ExpiredIteratorException":
         return ExpiredIteratorError(f"{operation}: shard iterator expired")
     if code == "TrimmedDataAccessException":
-        return TrimmedDataError(f"{operation}: records past the checkpoint were trimmed from the stream (24 h retention)")
+        return TrimmedDataError(
+            f"{operation}: records past the checkpoint were trimmed from the stream (24 h retention)"
+        )
     if code == "ResourceNotFoundException":
         return ShardGoneError(f"{operation}: {exc}")
     if is_transient(exc):

@@ -53,9 +53,7 @@ def config(
 class Pair:
     """Two tables (A in region_a, B in region_b) and the configs of both directions."""
 
-    def __init__(
-        self, region_a: DynamoDBLocal, region_b: DynamoDBLocal, unique_name: Callable[[str], str], tmp: Path
-    ):
+    def __init__(self, region_a: DynamoDBLocal, region_b: DynamoDBLocal, unique_name: Callable[[str], str], tmp: Path):
         """Create both tables with NEW_AND_OLD_IMAGES streams."""
         self.ddb = {A: region_a, B: region_b}
         self.table = {A: unique_name("aa-a"), B: unique_name("aa-b")}
@@ -70,9 +68,7 @@ class Pair:
     def get(self, region: str, pk: str) -> dict[str, Any] | None:
         """Read an item (consistently)."""
         item: dict[str, Any] | None = (
-            self.client[region].get_item(
-                TableName=self.table[region], Key={"pk": {"S": pk}}, ConsistentRead=True
-            )
+            self.client[region].get_item(TableName=self.table[region], Key={"pk": {"S": pk}}, ConsistentRead=True)
         ).get("Item")
         return item
 
@@ -80,9 +76,7 @@ class Pair:
         """Every item by pk."""
         items: dict[str, dict[str, Any]] = {}
         for page in (
-            self.client[region]
-            .get_paginator("scan")
-            .paginate(TableName=self.table[region], ConsistentRead=True)
+            self.client[region].get_paginator("scan").paginate(TableName=self.table[region], ConsistentRead=True)
         ):
             items.update({i["pk"]["S"]: i for i in page["Items"]})
         return items
@@ -93,9 +87,9 @@ class Pair:
         arn = self.client[region].describe_table(TableName=self.table[region])["Table"]["LatestStreamArn"]
         records: list[dict[str, Any]] = []
         for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-            it = streams.get_shard_iterator(
-                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
+            it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+                "ShardIterator"
+            ]
             while it:
                 resp = streams.get_records(ShardIterator=it, Limit=1000)
                 records.extend(resp["Records"])
@@ -134,9 +128,7 @@ class Pair:
                     )
                 else:
                     item = {"pk": {"S": pk}, "a": {"N": str(value)}, "who": {"S": region}, "updatedAt": ts}
-                    client.put_item(
-                        TableName=table, Item=item, ExpressionAttributeValues={":ts": ts}, **guard
-                    )
+                    client.put_item(TableName=table, Item=item, ExpressionAttributeValues={":ts": ts}, **guard)
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                     raise
@@ -183,9 +175,7 @@ async def quiesce(pair: Pair, limit_s: float = 60) -> tuple[int, int]:
     deadline = time.monotonic() + limit_s
     previous = (-1, -1)
     while True:
-        counts = await asyncio.gather(
-            *(asyncio.to_thread(lambda r=r: len(pair.stream_records(r))) for r in (A, B))
-        )
+        counts = await asyncio.gather(*(asyncio.to_thread(lambda r=r: len(pair.stream_records(r))) for r in (A, B)))
         now = (counts[0], counts[1])
         if now == previous:
             a, b = await asyncio.gather(asyncio.to_thread(pair.scan, A), asyncio.to_thread(pair.scan, B))
@@ -221,9 +211,7 @@ async def test_concurrent_writers_converge_without_echo_loops(pair: Pair) -> Non
         counts = await quiesce(pair)
         # No echo loop: with both workers still running, nothing more appears in either stream.
         await asyncio.sleep(3)
-        again = await asyncio.gather(
-            *(asyncio.to_thread(lambda r=r: len(pair.stream_records(r))) for r in (A, B))
-        )
+        again = await asyncio.gather(*(asyncio.to_thread(lambda r=r: len(pair.stream_records(r))) for r in (A, B)))
         assert tuple(again) == counts
         # Each application write leads to at most one replicated write and one source tombstone.
         assert sum(counts) <= 3 * sum(written)
@@ -277,8 +265,7 @@ async def test_replay_and_redrive_never_regress(pair: Pair) -> None:
 
         def read_everything() -> bool:
             total = sum(
-                metrics.registry.get_sample_value("replicator_records_total", {"outcome": o}) or 0
-                for o in OUTCOMES
+                metrics.registry.get_sample_value("replicator_records_total", {"outcome": o}) or 0 for o in OUTCOMES
             )
             return total >= len(source_records)
 
@@ -334,9 +321,7 @@ async def test_ttl_deletes_follow_the_policy(pair: Pair, policy: str, replicated
     cfg = pair.cfg[A].model_copy(
         update={"replication": pair.cfg[A].replication.model_copy(update={"ttl_deletes": policy})}
     )
-    pair.client[B].put_item(
-        TableName=pair.table[B], Item={"pk": {"S": "t1"}, "a": {"N": "1"}, "updatedAt": {"N": "5"}}
-    )
+    pair.client[B].put_item(TableName=pair.table[B], Item={"pk": {"S": "t1"}, "a": {"N": "1"}, "updatedAt": {"N": "5"}})
     event = {
         "eventID": "1",
         "eventName": "REMOVE",

@@ -47,9 +47,7 @@ def _config(region_a: DynamoDBLocal, region_b: DynamoDBLocal, src: str, dst: str
     )
 
 
-def _tables(
-    region_a: DynamoDBLocal, region_b: DynamoDBLocal, unique_name: Callable[[str], str]
-) -> tuple[str, str]:
+def _tables(region_a: DynamoDBLocal, region_b: DynamoDBLocal, unique_name: Callable[[str], str]) -> tuple[str, str]:
     src, dst = unique_name("src"), unique_name("dst")
     create_table(region_a.endpoint_url, src)
     create_table(region_b.endpoint_url, dst)
@@ -74,9 +72,7 @@ def _put_items(ddb: DynamoDBLocal, table: str, count: int, *, prefix: str = "k")
 
 def _compare(cfg: Config, region_a: DynamoDBLocal, region_b: DynamoDBLocal) -> Any:
     assert cfg.source.table is not None
-    return compare_items(
-        _scan(region_a, cfg.source.table), _scan(region_b, cfg.target.table), cfg.replication
-    )
+    return compare_items(_scan(region_a, cfg.source.table), _scan(region_b, cfg.target.table), cfg.replication)
 
 
 async def _eventually_equal(
@@ -91,9 +87,7 @@ async def _eventually_equal(
 
 
 @contextlib.asynccontextmanager
-async def _streaming(
-    cfg: Config, region_a: DynamoDBLocal, region_b: DynamoDBLocal
-) -> AsyncIterator[Replicator]:
+async def _streaming(cfg: Config, region_a: DynamoDBLocal, region_b: DynamoDBLocal) -> AsyncIterator[Replicator]:
     """Run the streaming service; yields once it demonstrably replicates (a sentinel arrived)."""
     replicator = Replicator(cfg, shutdown_timeout_s=5)
     task = asyncio.create_task(replicator.run())
@@ -110,9 +104,7 @@ async def _streaming(
             item = {"pk": {"S": "sentinel"}, "v": {"N": str(attempt)}}
             await asyncio.to_thread(region_a.client().put_item, TableName=cfg.source.table, Item=item)
             await asyncio.sleep(0.5)
-            got = await asyncio.to_thread(
-                target.get_item, TableName=cfg.target.table, Key={"pk": {"S": "sentinel"}}
-            )
+            got = await asyncio.to_thread(target.get_item, TableName=cfg.target.table, Key={"pk": {"S": "sentinel"}})
             if "Item" in got:
                 break
         else:
@@ -149,9 +141,7 @@ async def test_backfill_copies_a_table_with_rate_limit_and_resumes_after_a_crash
     assert scanned_before <= len(partial) < 300
 
     started = time.monotonic()
-    summary = await run_backfill(
-        cfg, BackfillSettings(segments=3, rate_per_s=100), progress_path=progress_file
-    )
+    summary = await run_backfill(cfg, BackfillSettings(segments=3, rate_per_s=100), progress_path=progress_file)
     elapsed = time.monotonic() - started
     assert summary.segments_resumed >= 1
     assert summary.scanned + scanned_before >= 300
@@ -169,9 +159,7 @@ async def test_backfill_copies_a_table_with_rate_limit_and_resumes_after_a_crash
     assert again.segments_already_done == 3
 
 
-async def test_resuming_with_another_segment_count_is_refused(
-    region_a, region_b, unique_name, tmp_path
-) -> None:
+async def test_resuming_with_another_segment_count_is_refused(region_a, region_b, unique_name, tmp_path) -> None:
     """Saved progress for 3 segments cannot silently be reused by a 4-segment scan."""
     src, dst = _tables(region_a, region_b, unique_name)
     await asyncio.to_thread(_put_items, region_a, src, 5)
@@ -182,9 +170,7 @@ async def test_resuming_with_another_segment_count_is_refused(
 
     with pytest.raises(BackfillError, match="--segments 3"):
         await run_backfill(cfg, BackfillSettings(segments=4), progress_path=progress_file)
-    restarted = await run_backfill(
-        cfg, BackfillSettings(segments=4, restart=True), progress_path=progress_file
-    )
+    restarted = await run_backfill(cfg, BackfillSettings(segments=4, restart=True), progress_path=progress_file)
     assert restarted.scanned == 5
 
 
@@ -241,9 +227,7 @@ async def test_a_copy_scanned_before_a_change_never_overwrites_the_streamed_chan
             )
             run = asyncio.create_task(backfill.run())
             await asyncio.wait_for(scanned.wait(), 10)  # v1 (and the sentinel) have been read
-            await asyncio.to_thread(
-                source.put_item, TableName=src, Item={"pk": {"S": "race"}, "v": {"N": "2"}}
-            )
+            await asyncio.to_thread(source.put_item, TableName=src, Item={"pk": {"S": "race"}, "v": {"N": "2"}})
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
                 got = await asyncio.to_thread(target.get_item, TableName=dst, Key={"pk": {"S": "race"}})
@@ -265,9 +249,7 @@ async def test_a_copy_scanned_before_a_change_never_overwrites_the_streamed_chan
         assert report.equal, report.summary()
 
 
-async def test_backfill_while_streaming_and_writing_converges(
-    region_a, region_b, unique_name, tmp_path
-) -> None:
+async def test_backfill_while_streaming_and_writing_converges(region_a, region_b, unique_name, tmp_path) -> None:
     """Streaming, a live workload (updates, deletes, inserts) and a backfill at once end with equal tables."""
     src, dst = _tables(region_a, region_b, unique_name)
     await asyncio.to_thread(_put_items, region_a, src, 400)
@@ -316,9 +298,7 @@ def test_cli_backfill_prints_a_summary(region_a, region_b, unique_name, tmp_path
             }
         )
     )
-    result = CliRunner().invoke(
-        main, ["backfill", "--config", str(config), "--segments", "2", "--no-progress"]
-    )
+    result = CliRunner().invoke(main, ["backfill", "--config", str(config), "--segments", "2", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "scanned      20" in result.output
     assert "written      20" in result.output
@@ -326,9 +306,7 @@ def test_cli_backfill_prints_a_summary(region_a, region_b, unique_name, tmp_path
     assert len(_scan(region_b, dst)) == 20
 
 
-async def test_progress_in_the_dynamodb_checkpoint_table_resumes(
-    region_a, region_b, unique_name, tmp_path
-) -> None:
+async def test_progress_in_the_dynamodb_checkpoint_table_resumes(region_a, region_b, unique_name, tmp_path) -> None:
     """With checkpoint.backend dynamodb, progress lives in the checkpoint table; a re-run skips done work."""
     src, dst = _tables(region_a, region_b, unique_name)
     await asyncio.to_thread(_put_items, region_a, src, 40)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import scan
 
 from replicator.local.dynamodb_local import create_table
-from support import scan
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -40,12 +40,20 @@ GOOD = {"source": {"region": "us-east-1", "table": "Orders"}, "target": {"region
     ("config", "env", "expected"),
     [
         ({"source": {"region": "us-east-1", "table": "Orders"}}, {}, "target: required key is missing"),
-        ({**GOOD, "starting_position": "EARLIEST"}, {}, "starting_position: Input should be 'TRIM_HORIZON' or 'LATEST'"),
+        (
+            {**GOOD, "starting_position": "EARLIEST"},
+            {},
+            "starting_position: Input should be 'TRIM_HORIZON' or 'LATEST'",
+        ),
         ({**GOOD, "metrics": {"port": 70000}}, {}, "metrics.port: Input should be less than or equal to 65535"),
         ({**GOOD, "checkpoint": {"backend": "dynamodb"}}, {}, "checkpoint.table is required"),
         ({**GOOD, "targte": {}}, {}, "targte: unknown key"),
         (GOOD, {"REPLICATOR_TARGET__MAX_CONCURRENT_WRITES": "lots"}, "target.max_concurrent_writes"),
-        ({**GOOD, "filters": [{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">>", 1]}]}}}}]}, {}, "filters[0] at"),
+        (
+            {**GOOD, "filters": [{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">>", 1]}]}}}}]},
+            {},
+            "filters[0] at",
+        ),
         ({**GOOD, "transforms": [{"type": "rename", "attributes": {"_rep_version": "x"}}]}, {}, "transforms[0]"),
     ],
 )
@@ -58,7 +66,9 @@ def test_bad_config_is_refused_naming_the_key(tmp_path, config, env, expected) -
 
 def test_good_config_passes_and_env_overrides(tmp_path) -> None:
     """A valid file passes; REPLICATOR_<SECTION>__<KEY> overrides it."""
-    result = _cli("check-config", "--config", str(_write(tmp_path / "c.yaml", GOOD)), env={"REPLICATOR_TARGET__TABLE": "Other"})
+    result = _cli(
+        "check-config", "--config", str(_write(tmp_path / "c.yaml", GOOD)), env={"REPLICATOR_TARGET__TABLE": "Other"}
+    )
     assert result.returncode == 0, result.stderr
     assert "eu-west-1/Other" in result.stdout
 
@@ -99,7 +109,7 @@ def test_run_replicates_then_exits_zero_on_sigterm(region_a, region_b, unique_na
             time.sleep(0.2)
         assert len(scan(region_b.client(), name)) == 20
         port = _metrics_port(tmp_path / "run.log")
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310 - loopback
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert 'replicator_records_total{outcome="replicated"}' in body
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)

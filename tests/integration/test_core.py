@@ -14,10 +14,10 @@ from replicator.local.dynamodb_local import DynamoDBLocal, create_table
 from replicator.metrics import Metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from support import make_config, running, sample, scan, wait_until  # noqa: E402
+from support import make_config, running, sample, scan, wait_until
 
 
-def _same(cfg: Any, source: DynamoDBLocal, target: DynamoDBLocal, table: str) -> bool:  # noqa: ANN401
+def _same(cfg: Any, source: DynamoDBLocal, target: DynamoDBLocal, table: str) -> bool:
     return compare_items(scan(source.client(), table), scan(target.client(), table), cfg.replication).equal
 
 
@@ -59,7 +59,10 @@ async def test_every_event_type_is_replicated(region_a, region_b, unique_name, t
             ExpressionAttributeValues={":n": {"N": "-0.000001"}},
         )
         src.delete_item(TableName=name, Key={"pk": {"S": "gone"}})
-        await wait_until(lambda: sample(metrics, "replicator_records_read_total", shard=_only_shard(metrics)) >= 4, what="4 records read")
+        await wait_until(
+            lambda: sample(metrics, "replicator_records_read_total", shard=_only_shard(metrics)) >= 4,
+            what="4 records read",
+        )
         await wait_until(lambda: _same(cfg, region_a, region_b, name), what="target equals source")
     target = {i["pk"]["S"]: i for i in scan(tgt, name)}
     assert target["rich"]["n"] == {"N": "-0.000001"}
@@ -68,12 +71,16 @@ async def test_every_event_type_is_replicated(region_a, region_b, unique_name, t
     assert target["rich"][cfg.replication.origin_attribute] == {"S": "us-east-1"}
     if deletes == "tombstone":
         assert target["gone"][cfg.replication.tombstone_attribute] == {"BOOL": True}
-        assert set(target["gone"]) == {"pk", *cfg.replication.marker_attributes} - {cfg.replication.timestamp_marker_attribute}
+        assert set(target["gone"]) == {"pk", *cfg.replication.marker_attributes} - {
+            cfg.replication.timestamp_marker_attribute
+        }
     else:
         assert "gone" not in target
-    assert sample(metrics, "replicator_records_total", outcome="replicated") + sample(
-        metrics, "replicator_records_total", outcome="collapsed"
-    ) == 4
+    assert (
+        sample(metrics, "replicator_records_total", outcome="replicated")
+        + sample(metrics, "replicator_records_total", outcome="collapsed")
+        == 4
+    )
 
 
 def _only_shard(metrics: Metrics) -> str:
@@ -116,7 +123,9 @@ async def test_latest_start_ignores_history(region_a, region_b, unique_name, tmp
     metrics = Metrics()
     async with running(cfg, metrics=metrics):
         # LATEST means "from when the reader took its iterator": write only after its first poll.
-        await wait_until(lambda: sample(metrics, "replicator_get_records_calls_total", result="empty") >= 1, what="first poll")
+        await wait_until(
+            lambda: sample(metrics, "replicator_get_records_calls_total", result="empty") >= 1, what="first poll"
+        )
         src.put_item(TableName=name, Item={"pk": {"S": "new"}})
         await wait_until(lambda: len(scan(region_b.client(), name)) == 1, what="the new item")
     assert [i["pk"]["S"] for i in scan(region_b.client(), name)] == ["new"]
@@ -134,20 +143,26 @@ async def test_keys_only_stream_is_refused(region_a, region_b, unique_name, tmp_
             pass
 
 
-async def test_expired_iterator_is_reacquired_from_checkpoint(ddb_local_factory, region_b, unique_name, tmp_path) -> None:
+async def test_expired_iterator_is_reacquired_from_checkpoint(
+    ddb_local_factory, region_b, unique_name, tmp_path
+) -> None:
     """An iterator expired for real (clock moved 16 min under libfaketime) is replaced; nothing is lost."""
     source = ddb_local_factory(time_travel=True)
     name = unique_name()
     _tables(source, region_b, name)
     # A long idle poll keeps the held iterator unused while the clock jumps.
-    cfg = make_config(source, region_b, name, tmp_path, reader={"poll_interval_s": 0.5, "max_idle_poll_interval_s": 1.0})
+    cfg = make_config(
+        source, region_b, name, tmp_path, reader={"poll_interval_s": 0.5, "max_idle_poll_interval_s": 1.0}
+    )
     metrics = Metrics()
     src = source.client()
     async with running(cfg, metrics=metrics):
         src.put_item(TableName=name, Item={"pk": {"S": "before"}})
         await wait_until(lambda: _same(cfg, source, region_b, name), what="first item")
         source.advance_clock(16 * 60)
-        await wait_until(lambda: sample(metrics, "replicator_errors_total", kind="expired_iterator") >= 1, what="an expired iterator")
+        await wait_until(
+            lambda: sample(metrics, "replicator_errors_total", kind="expired_iterator") >= 1, what="an expired iterator"
+        )
         src.put_item(TableName=name, Item={"pk": {"S": "after"}})
         await wait_until(lambda: _same(cfg, source, region_b, name), what="item after the expiry")
     assert len(scan(region_b.client(), name)) == 2
@@ -172,7 +187,9 @@ async def test_trimmed_data_stops_the_shard_unless_told_to_skip(
     src.put_item(TableName=name, Item={"pk": {"S": "fresh"}})
     metrics = Metrics()
     async with running(cfg, metrics=metrics) as rep:
-        await wait_until(lambda: sample(metrics, "replicator_errors_total", kind="trimmed_data") >= 1, what="trimmed data")
+        await wait_until(
+            lambda: sample(metrics, "replicator_errors_total", kind="trimmed_data") >= 1, what="trimmed data"
+        )
         if on_trimmed == "fail":
             await wait_until(lambda: any(s.state == "stopped" for s in rep.state.shards.values()), what="shard stopped")
             assert {i["pk"]["S"] for i in scan(region_b.client(), name)} == {"read"}
@@ -182,7 +199,9 @@ async def test_trimmed_data_stops_the_shard_unless_told_to_skip(
             assert sample(metrics, "replicator_errors_total", kind="trimmed_data_skipped") == 1
 
 
-async def test_source_tombstone_never_replaces_an_item_recreated_in_the_source(region_a, region_b, unique_name, tmp_path) -> None:
+async def test_source_tombstone_never_replaces_an_item_recreated_in_the_source(
+    region_a, region_b, unique_name, tmp_path
+) -> None:
     """Delete then re-create in the source: the delete's source tombstone loses to the re-created item."""
     name = unique_name()
     _tables(region_a, region_b, name)
@@ -196,7 +215,9 @@ async def test_source_tombstone_never_replaces_an_item_recreated_in_the_source(r
     )
     metrics = Metrics()
     async with running(cfg, metrics=metrics):
-        await wait_until(lambda: sample(metrics, "replicator_records_total", outcome="replicated") >= 3, what="3 records")
+        await wait_until(
+            lambda: sample(metrics, "replicator_records_total", outcome="replicated") >= 3, what="3 records"
+        )
     source_item = src.get_item(TableName=name, Key={"pk": {"S": "k"}}, ConsistentRead=True)["Item"]
     assert source_item == {"pk": {"S": "k"}, "v": {"N": "2"}}
     target_item = region_b.client().get_item(TableName=name, Key={"pk": {"S": "k"}}, ConsistentRead=True)["Item"]

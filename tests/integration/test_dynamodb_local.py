@@ -50,9 +50,7 @@ def test_tables_and_streams_work(region_a: DynamoDBLocal, unique_name) -> None:
     assert region_a.endpoint_url == f"http://127.0.0.1:{region_a.port}"
 
 
-def test_regions_are_separate_databases(
-    region_a: DynamoDBLocal, region_b: DynamoDBLocal, unique_name
-) -> None:
+def test_regions_are_separate_databases(region_a: DynamoDBLocal, region_b: DynamoDBLocal, unique_name) -> None:
     """A table created in one simulated region does not exist in the other."""
     name = unique_name()
     create_table(region_a.endpoint_url, name, stream_view_type=None)
@@ -138,9 +136,7 @@ def test_start_failure_reports_log_tail(tmp_path: Path) -> None:
 def test_missing_faketime_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Asking for a fake clock without the faketime tool names the package to install."""
     real_which = dynamodb_local.shutil.which
-    monkeypatch.setattr(
-        dynamodb_local.shutil, "which", lambda name: None if name == "faketime" else real_which(name)
-    )
+    monkeypatch.setattr(dynamodb_local.shutil, "which", lambda name: None if name == "faketime" else real_which(name))
     with pytest.raises(LocalInfraError, match="apt-get install faketime"):
         DynamoDBLocal(faketime="+0 x240").start()
 

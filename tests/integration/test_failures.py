@@ -88,7 +88,11 @@ def _put(ddb: DynamoDBLocal, table: str, key: str, value: int, **extra: Any) -> 
 
 
 async def _converged(
-    src: DynamoDBLocal, s: str, tgt: DynamoDBLocal, t: str, timeout: float  # noqa: ASYNC109 - a deadline to fail at, not cancellation
+    src: DynamoDBLocal,
+    s: str,
+    tgt: DynamoDBLocal,
+    t: str,
+    timeout: float,  # noqa: ASYNC109 - a deadline to fail at, not cancellation
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     want = await asyncio.to_thread(_scan, src, s)
@@ -171,9 +175,7 @@ async def test_poison_record_is_dead_lettered_and_redriven(  # noqa: PLR0917 - p
         }
     else:
         on_failure = {"destination": str(tmp_path / "dead" / "letters.jsonl")}
-    data = _cfg_dict(
-        region_a, s, region_b, t, tmp_path, failure={"on_failure": on_failure, "batch_size": 100}
-    )
+    data = _cfg_dict(region_a, s, region_b, t, tmp_path, failure={"on_failure": on_failure, "batch_size": 100})
     cfg = Config(**data)
     await asyncio.to_thread(_poison_workload, region_a, s)
     metrics = Metrics()
@@ -199,9 +201,7 @@ async def test_poison_record_is_dead_lettered_and_redriven(  # noqa: PLR0917 - p
     if destination == "sqs":
         assert report.deleted_messages >= 1
         left = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        assert (
-            int(left["ApproximateNumberOfMessages"]) + int(left["ApproximateNumberOfMessagesNotVisible"]) == 0
-        )
+        assert int(left["ApproximateNumberOfMessages"]) + int(left["ApproximateNumberOfMessagesNotVisible"]) == 0
     else:
         (doc,) = deadletter.read_jsonl(tmp_path / "dead" / "letters.jsonl")
         assert doc["error"]["type"] == "RecordRejectedError"
@@ -243,9 +243,7 @@ async def test_target_paused_30s_loses_nothing(region_a, ddb_local_factory, uniq
     assert sum(_outcomes(metrics).values()) == _read_total(metrics)
 
 
-async def test_target_killed_and_restarted_on_same_data(
-    region_a, ddb_local_factory, unique_name, tmp_path
-) -> None:
+async def test_target_killed_and_restarted_on_same_data(region_a, ddb_local_factory, unique_name, tmp_path) -> None:
     """The target process dies and comes back on its -dbPath: the worker resumes without a restart."""
     target = ddb_local_factory(region_name="us-west-2", db_path=True)
     s, t = _tables(region_a, target, unique_name)
@@ -298,9 +296,7 @@ def _inject_faults(client: Any, rng: random.Random, counts: dict[str, int]) -> N
     client.meta.events.register("before-send.dynamodb.PutItem", before_send)
 
 
-async def test_throttling_and_resets_are_retried_without_loss(
-    region_a, region_b, unique_name, tmp_path
-) -> None:
+async def test_throttling_and_resets_are_retried_without_loss(region_a, region_b, unique_name, tmp_path) -> None:
     """A third of target writes throttled, reset or 500: backoff, no loss, no shard stuck."""
     s, t = _tables(region_a, region_b, unique_name)
     cfg = Config(**_cfg_dict(region_a, s, region_b, t, tmp_path))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from support import make_config, running, sample, scan, wait_until
+
 from replicator.local.dynamodb_local import create_table
 from replicator.metrics import Metrics
-from support import make_config, running, sample, scan, wait_until
 
 
 async def test_filtered_transformed_subset_reaches_a_target_with_another_key_schema(
@@ -39,14 +40,21 @@ async def test_filtered_transformed_subset_reaches_a_target_with_another_key_sch
             status = ("new", "paid", "shipped")[i % 3]
             src.put_item(
                 TableName=name,
-                Item={"pk": {"S": f"order#{i}"}, "status": {"S": status}, "total": {"N": f"{i}.5"}, "card": {"S": "4111"}},
+                Item={
+                    "pk": {"S": f"order#{i}"},
+                    "status": {"S": status},
+                    "total": {"N": f"{i}.5"},
+                    "card": {"S": "4111"},
+                },
             )
         src.delete_item(TableName=name, Key={"pk": {"S": "order#2"}})
         src.put_item(TableName=name, Item={"pk": {"S": "draft#9"}, "status": {"S": "new"}})
         src.delete_item(TableName=name, Key={"pk": {"S": "draft#9"}})
         await wait_until(
-            lambda: sample(metrics, "replicator_records_total", outcome="filtered") >= 4
-            and sample(metrics, "replicator_records_total", outcome="replicated") >= 4,
+            lambda: (
+                sample(metrics, "replicator_records_total", outcome="filtered") >= 4
+                and sample(metrics, "replicator_records_total", outcome="replicated") >= 4
+            ),
             what="all 9 records reach an outcome",
         )
     target = {i["id"]["S"]: i for i in scan(region_b.client(), target_name)}

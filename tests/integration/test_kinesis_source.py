@@ -101,9 +101,7 @@ def _target_items(ddb: DynamoDBLocal, table: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def _converged(
-    producer: _Producer, region_b: DynamoDBLocal, table: str, timeout_s: float = 30
-) -> dict[str, Any]:
+async def _converged(producer: _Producer, region_b: DynamoDBLocal, table: str, timeout_s: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         got = await asyncio.to_thread(_target_items, region_b, table)
@@ -179,9 +177,7 @@ async def test_kinesis_source_replicates_duplicates_reordering_and_reshards(  # 
         assert lost >= 6
 
         # Reshard while running: split shard 0, merge shards 2 and 3; then more changes.
-        kinesis.split_shard(
-            StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126 // 2)
-        )
+        kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126 // 2))
         kinesis.merge_shards(
             StreamName=stream,
             ShardToMerge="shardId-000000000002",
@@ -195,9 +191,7 @@ async def test_kinesis_source_replicates_duplicates_reordering_and_reshards(  # 
             producer.put(producer.change(key, 1000 + i))
         got = await _converged(producer, region_b, target)
         assert got == producer.expected()
-        children = [
-            s["ShardId"] for s in kinesis.list_shards(StreamARN=arn)["Shards"] if s.get("ParentShardId")
-        ]
+        children = [s["ShardId"] for s in kinesis.list_shards(StreamARN=arn)["Shards"] if s.get("ParentShardId")]
         assert len(children) == 3
 
         def reading() -> dict[str, str]:

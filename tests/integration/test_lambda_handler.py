@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import plugins_for_tests
-
 import base64
 import json
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+import plugins_for_tests
 import pytest
 import structlog
 
@@ -22,11 +20,11 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from replicator.local.dynamodb_local import DynamoDBLocal
-    from replicator.records import ChangeRecord
 
 MARKERS = frozenset({"_rep_version", "_rep_origin", "_rep_deleted", "_rep_expires", "_rep_ts"})
 PRIVATE_VALUE = "secret-value-4711"
 """An attribute value that must never show up in the handler's output."""
+
 
 class FakeContext:
     """The parts of Lambda's context the handler reads."""
@@ -57,9 +55,9 @@ def stream_events(ddb: DynamoDBLocal, stream_arn: str, expected: int) -> list[di
     deadline = time.monotonic() + 20
     shards = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
     iterators = [
-        streams.get_shard_iterator(
-            StreamArn=stream_arn, ShardId=s["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
+        streams.get_shard_iterator(StreamArn=stream_arn, ShardId=s["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         for s in shards
     ]
     for first in iterators:
@@ -69,14 +67,10 @@ def stream_events(ddb: DynamoDBLocal, stream_arn: str, expected: int) -> list[di
             raw.extend(page["Records"])
             iterator = page.get("NextShardIterator")
     assert len(raw) == expected, f"read {len(raw)} stream records, expected {expected}"
-    events = [
-        json.loads(json.dumps(to_lambda_event(r, event_source_arn=stream_arn), default=_wire)) for r in raw
-    ]
+    events = [json.loads(json.dumps(to_lambda_event(r, event_source_arn=stream_arn), default=_wire)) for r in raw]
     for event in events:
         # The shape Lambda delivers: these fields, ApproximateCreationDateTime in epoch seconds.
-        assert {"eventID", "eventName", "eventVersion", "eventSource", "awsRegion", "eventSourceARN"} <= set(
-            event
-        )
+        assert {"eventID", "eventName", "eventVersion", "eventSource", "awsRegion", "eventSourceARN"} <= set(event)
         assert {"Keys", "SequenceNumber", "SizeBytes", "StreamViewType"} <= set(event["dynamodb"])
         assert isinstance(event["dynamodb"]["ApproximateCreationDateTime"], int | float)
     return events
@@ -159,21 +153,15 @@ def test_poison_transform_fails_at_its_record_and_reinvocation_converges(  # noq
     """A plugin raising for one change: Lambda is told to resume at it; earlier records are in the target."""
     source, stream_arn, target = tables
     src = region_a.client()
-    src.put_item(
-        TableName=source, Item={"pk": {"S": "a"}, "v": {"N": "1"}, "blob": {"B": b"\x00\x01\xff"}}
-    )  # 0
+    src.put_item(TableName=source, Item={"pk": {"S": "a"}, "v": {"N": "1"}, "blob": {"B": b"\x00\x01\xff"}})  # 0
     src.put_item(TableName=source, Item={"pk": {"S": "p"}, "v": {"N": "1"}})  # 1
-    src.put_item(
-        TableName=source, Item={"pk": {"S": "b"}, "s": {"S": PRIVATE_VALUE}, "bs": {"BS": [b"x", b"y"]}}
-    )  # 2
+    src.put_item(TableName=source, Item={"pk": {"S": "b"}, "s": {"S": PRIVATE_VALUE}, "bs": {"BS": [b"x", b"y"]}})  # 2
     src.put_item(TableName=source, Item={"pk": {"S": "p"}, "v": {"N": "2"}, "poison": {"BOOL": True}})  # 3
     src.put_item(TableName=source, Item={"pk": {"S": "c"}, "v": {"N": "1"}})  # 4
     src.put_item(TableName=source, Item={"pk": {"S": "a"}, "v": {"N": "2"}, "blob": {"B": b"\xfe"}})  # 5
     src.delete_item(TableName=source, Key={"pk": {"S": "c"}})  # 6
     events = stream_events(region_a, stream_arn, expected=7)
-    configure(
-        REPLICATOR_TRANSFORMS=json.dumps([{"type": "plugin", "function": "plugins_for_tests:poison_pill"}])
-    )
+    configure(REPLICATOR_TRANSFORMS=json.dumps([{"type": "plugin", "function": "plugins_for_tests:poison_pill"}]))
 
     response = lambda_handler.handler({"Records": events}, FakeContext())
 
@@ -232,9 +220,7 @@ def test_target_rejection_fails_at_the_record_until_dead_lettered(
 
     assert final == {"batchItemFailures": []}
     letters = [json.loads(line) for line in dead.read_text().splitlines()]
-    assert sorted(d["sequenceNumber"] for d in letters) == sorted(
-        e["dynamodb"]["SequenceNumber"] for e in events[2:4]
-    )
+    assert sorted(d["sequenceNumber"] for d in letters) == sorted(e["dynamodb"]["SequenceNumber"] for e in events[2:4])
     assert {d["shardId"] for d in letters} == {lambda_handler.LAMBDA_SHARD_ID}
     expected = {k: v for k, v in live_items(region_a, source).items() if k not in {"x", "y"}}
     assert live_items(region_b, target) == expected

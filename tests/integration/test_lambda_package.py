@@ -108,14 +108,10 @@ def test_handler_runs_from_the_unpacked_zip_alone(
     source, target = unique_name("src"), unique_name("dst")
     stream_arn = create_table(region_a.endpoint_url, source)["LatestStreamArn"]
     create_table(region_b.endpoint_url, target, stream_view_type=None)
-    region_a.client().put_item(
-        TableName=source, Item={"pk": {"S": "k"}, "n": {"N": "1.50"}, "b": {"B": b"\x00"}}
-    )
+    region_a.client().put_item(TableName=source, Item={"pk": {"S": "k"}, "n": {"N": "1.50"}, "b": {"B": b"\x00"}})
     streams = region_a.client("dynamodbstreams")
     shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(
-        StreamArn=stream_arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
-    )
+    iterator = streams.get_shard_iterator(StreamArn=stream_arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
     (raw,) = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
     event = {"Records": [to_lambda_event(raw, event_source_arn=stream_arn)]}
     wire = json.dumps(event, default=lambda b: __import__("base64").b64encode(b).decode())
@@ -167,9 +163,7 @@ def test_handler_runs_from_the_unpacked_zip_alone(
     ):
         assert result["modules"][name].startswith(inside), (name, result["modules"][name])
     third_party = {
-        name: path
-        for name, path in result["modules"].items()
-        if "site-packages" in path or "dist-packages" in path
+        name: path for name, path in result["modules"].items() if "site-packages" in path or "dist-packages" in path
     }
     assert third_party == {}, "modules imported from outside the unpacked zip"
     assert not [p for p in result["sys_path"] if "site-packages" in p]

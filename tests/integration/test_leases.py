@@ -75,9 +75,7 @@ class _Workload:
                 "dynamodb": ddb,
                 "eventSource": "aws:dynamodb",
             }
-            self.kinesis.put_record(
-                StreamName=self.stream, Data=json.dumps(payload).encode(), PartitionKey=key
-            )
+            self.kinesis.put_record(StreamName=self.stream, Data=json.dumps(payload).encode(), PartitionKey=key)
             self.state[key] = new
             self.count += 1
 
@@ -129,10 +127,7 @@ def _start_worker(name: str, base: dict[str, Any], tmp_path: Path) -> subprocess
 
 def _history(tmp_path: Path) -> list[dict[str, Any]]:
     events = [
-        json.loads(line)
-        for path in tmp_path.glob("w*.jsonl")
-        for line in path.read_text().splitlines()
-        if line.strip()
+        json.loads(line) for path in tmp_path.glob("w*.jsonl") for line in path.read_text().splitlines() if line.strip()
     ]
     return sorted(events, key=lambda e: e["t"])
 
@@ -162,9 +157,7 @@ def _check_no_overlap(intervals: dict[str, list[tuple[float, float, str]]]) -> N
         spans.sort()
         for (_, end_a, worker_a), (start_b, _, worker_b) in itertools.pairwise(spans):
             handovers += 1
-            assert end_a <= start_b, (
-                f"{shard}: {worker_a} wrote until {end_a}, {worker_b} took it at {start_b}"
-            )
+            assert end_a <= start_b, f"{shard}: {worker_a} wrote until {end_a}, {worker_b} took it at {start_b}"
     assert handovers >= 4  # the kill, the steals for the late worker: the check was exercised
 
 
@@ -177,9 +170,7 @@ def _check_takeover(
     assert held_by_w2, "w2 held no lease when killed"
     for shard in held_by_w2:
         taken = min(start for start, _, w in intervals[shard] if w != "w2" and start > killed_at)
-        assert taken - killed_at <= FAILOVER_S + 2 * RENEW_S + 3, (
-            f"{shard} taken {taken - killed_at:.1f}s after kill"
-        )
+        assert taken - killed_at <= FAILOVER_S + 2 * RENEW_S + 3, f"{shard} taken {taken - killed_at:.1f}s after kill"
 
 
 def test_workers_share_shards_survive_a_kill_and_never_overlap(  # noqa: PLR0915 - one end-to-end scenario
@@ -280,7 +271,5 @@ def test_workers_share_shards_survive_a_kill_and_never_overlap(  # noqa: PLR0915
         ExpressionAttributeValues={":s": {"S": arn}},
     )["Items"]
     assert len(items) == SHARDS + 2
-    still_owned = [
-        i["shardId"]["S"] for i in items if "leaseOwner" in i and not i.get("shardEnd", {}).get("BOOL")
-    ]
+    still_owned = [i["shardId"]["S"] for i in items if "leaseOwner" in i and not i.get("shardEnd", {}).get("BOOL")]
     assert still_owned == []

@@ -28,8 +28,8 @@ from replicator.aws import client_config
 from replicator.config import Config
 from replicator.local.dynamodb_local import create_table
 from replicator.metrics import Metrics
+from replicator.processor import build_processor
 from replicator.records import ChangeRecord, Item, from_lambda_event
-from replicator.service import build_processor
 from replicator.sink import version as versions
 from replicator.sink.markers import classify, strip_markers
 
@@ -209,9 +209,7 @@ async def deliver(world: World, r: int, picks: list[int], *, keep: bool) -> None
     for pick in picks:
         if not src.pending:
             break
-        batch.append(
-            src.pending[pick % len(src.pending)] if keep else src.pending.pop(pick % len(src.pending))
-        )
+        batch.append(src.pending[pick % len(src.pending)] if keep else src.pending.pop(pick % len(src.pending)))
     if not batch:
         return
     pks = sorted({rec.keys["pk"]["S"] for rec in batch})

@@ -135,9 +135,7 @@ async def _observe(
     while time.monotonic() < deadline:
         await asyncio.sleep(1)
         ages.update(_values(await prom.query(session, "replicator_iterator_age_seconds")))
-        rates.extend(
-            _values(await prom.query(session, 'rate(replicator_records_total{outcome="replicated"}[5s])'))
-        )
+        rates.extend(_values(await prom.query(session, 'rate(replicator_records_total{outcome="replicated"}[5s])')))
         totals.extend(_values(await prom.query(session, 'replicator_records_total{outcome="replicated"}')))
         if len(ages) >= 2 and any(r > 0 for r in rates) and len(set(totals)) >= 3:
             break

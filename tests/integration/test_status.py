@@ -108,9 +108,7 @@ async def test_status_shows_the_lease_owner_from_the_dynamodb_store(
 ) -> None:
     """With DynamoDB checkpoints the owner column shows the shard item's leaseOwner."""
     cp_table = unique_name("cp")
-    data = _setup(
-        region_a, region_b, unique_name, tmp_path, checkpoint={"backend": "dynamodb", "table": cp_table}
-    )
+    data = _setup(region_a, region_b, unique_name, tmp_path, checkpoint={"backend": "dynamodb", "table": cp_table})
     cfg = Config(**data)
     missing = await status_from_config(cfg)
     assert missing.checkpoint_note is not None

@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def build() -> ModuleType:
     """Import the build script from its path (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "build_lambda_zip", ROOT / "scripts" / "build_lambda_zip.py"
-    )
+    spec = importlib.util.spec_from_file_location("build_lambda_zip", ROOT / "scripts" / "build_lambda_zip.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)

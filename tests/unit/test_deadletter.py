@@ -84,9 +84,7 @@ def _client_error(code: str, status: int = 400) -> ClientError:
     )
 
 
-def _processor(
-    cfg: Config, target: Any, sink: Any, *, policy: RetryPolicy | None = None, **kw: Any
-) -> BatchProcessor:
+def _processor(cfg: Config, target: Any, sink: Any, *, policy: RetryPolicy | None = None, **kw: Any) -> BatchProcessor:
     writer = ConditionalWriter(
         target, table="dst", cfg=cfg.replication, origin_region="us-east-1", target_region="us-west-2"
     )
@@ -169,9 +167,7 @@ async def test_jsonl_send_raises_when_not_stored(tmp_path) -> None:
 def _big_doc(size: int, *, compressible: bool) -> dict[str, Any]:
     rng = random.Random(4)  # noqa: S311 - incompressible test data
     text = (
-        "a" * size
-        if compressible
-        else "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(size))
+        "a" * size if compressible else "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(size))
     )
     record = _record("k", 1, image={"pk": {"S": "k"}, "blob": {"S": text}})
     return deadletter.DeadLetterContext().document(record, error=TransformError("t"), attempts=1)

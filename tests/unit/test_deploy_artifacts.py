@@ -454,10 +454,7 @@ def test_dashboard_covers_the_key_views() -> None:
     exprs = " ".join(t["expr"] for p in _dashboard_panels() for t in p["targets"])
     assert "by (shard) (replicator_iterator_age_seconds" in exprs
     for q in ("0.5", "0.95", "0.99"):
-        assert (
-            f"histogram_quantile({q}, sum by (le) (rate(replicator_replication_latency_seconds_bucket"
-            in exprs
-        )
+        assert f"histogram_quantile({q}, sum by (le) (rate(replicator_replication_latency_seconds_bucket" in exprs
     for needle in (
         "sum by (outcome) (rate(replicator_records_total",
         "replicator_errors_total",
@@ -594,9 +591,7 @@ def test_entrypoint_arguments_with_config_file(
 
 
 @pytest.mark.parametrize(("args", "expected"), [([], ["run"]), (["check-config"], ["check-config"])])
-def test_entrypoint_environment_only_when_config_is_empty(
-    fake_bin: Path, args: list[str], expected: list[str]
-) -> None:
+def test_entrypoint_environment_only_when_config_is_empty(fake_bin: Path, args: list[str], expected: list[str]) -> None:
     """REPLICATOR_CONFIG="" configures from the environment alone: no --config."""
     result, argv = _entrypoint(fake_bin, args, "")
     assert result.returncode == 0, result.stderr

@@ -134,9 +134,7 @@ MATCH_CASES = [
     pytest.param({"price": [{"anything-but": [200, 300]}]}, DOC, True, id="anything-but-numbers"),
     pytest.param({"price": [{"anything-but": 100}]}, DOC, False, id="anything-but-single-number"),
     pytest.param({"num_str": [{"anything-but": [1]}]}, DOC, False, id="anything-but-numbers-skip-strings"),
-    pytest.param(
-        {"name": [{"anything-but": {"prefix": "Al"}}]}, DOC, False, id="anything-but-prefix-excluded"
-    ),
+    pytest.param({"name": [{"anything-but": {"prefix": "Al"}}]}, DOC, False, id="anything-but-prefix-excluded"),
     pytest.param({"name": [{"anything-but": {"prefix": "Bo"}}]}, DOC, True, id="anything-but-prefix"),
     pytest.param({"name": [{"anything-but": {"suffix": "ce"}}]}, DOC, False, id="anything-but-suffix"),
     pytest.param(
@@ -176,32 +174,22 @@ MATCH_CASES = [
     pytest.param({"name": ["Alice"], "price": [200]}, DOC, False, id="and-one-field-fails"),
     pytest.param({"$or": [{"name": ["Bob"]}, {"price": [100]}]}, DOC, True, id="or-fields"),
     pytest.param({"$or": [{"name": ["Bob"]}, {"price": [1]}]}, DOC, False, id="or-fields-none"),
-    pytest.param(
-        {"nested": {"deep": {"$or": [{"x": ["n"]}, {"x": ["y"]}]}}}, DOC, True, id="or-nested-inside-objects"
-    ),
-    pytest.param(
-        {"$or": [{"name": ["Bob"]}, {"name": ["Alice"], "price": [100]}]}, DOC, True, id="or-branch-with-and"
-    ),
-    pytest.param(
-        {"name": ["Bob"], "$or": [{"price": [100]}, {"flag": [True]}]}, DOC, False, id="and-outside-or-fails"
-    ),
+    pytest.param({"nested": {"deep": {"$or": [{"x": ["n"]}, {"x": ["y"]}]}}}, DOC, True, id="or-nested-inside-objects"),
+    pytest.param({"$or": [{"name": ["Bob"]}, {"name": ["Alice"], "price": [100]}]}, DOC, True, id="or-branch-with-and"),
+    pytest.param({"name": ["Bob"], "$or": [{"price": [100]}, {"flag": [True]}]}, DOC, False, id="and-outside-or-fails"),
     pytest.param(
         {"$or": [{"name": ["Bob"]}, {"$or": [{"price": [1]}, {"ratio": [2.5]}]}]},
         DOC,
         True,
         id="or-inside-or",
     ),
-    pytest.param(
-        {"$or": [{"name": ["Bob"]}, {"price": [1]}], "flag": [True]}, DOC, False, id="or-fails-and-passes"
-    ),
+    pytest.param({"$or": [{"name": ["Bob"]}, {"price": [1]}], "flag": [True]}, DOC, False, id="or-fails-and-passes"),
     # --- arrays --------------------------------------------------------------------------------------
     pytest.param({"colors": ["blue"]}, DOC, True, id="array-any-element"),
     pytest.param({"colors": ["green"]}, DOC, False, id="array-no-element"),
     pytest.param({"people": {"first": ["Anna"]}}, DOC, True, id="array-of-objects"),
     pytest.param({"people": {"first": ["Anna"], "last": ["Smith"]}}, DOC, True, id="array-same-element"),
-    pytest.param(
-        {"people": {"first": ["Anna"], "last": ["Doe"]}}, DOC, False, id="array-fields-across-elements"
-    ),
+    pytest.param({"people": {"first": ["Anna"], "last": ["Doe"]}}, DOC, False, id="array-fields-across-elements"),
     pytest.param({"matrix": ["c"]}, DOC, True, id="nested-arrays-are-crushed"),
     pytest.param({"nested": ["y"]}, DOC, False, id="leaf-pattern-on-object"),
     pytest.param({"name": {"x": ["Alice"]}}, DOC, False, id="object-pattern-on-leaf"),
@@ -217,9 +205,7 @@ MATCH_CASES = [
     pytest.param(_new({"total": {"N": ["42.5"]}}), DDB, True, id="ddb-n-as-string"),
     pytest.param(_new({"total": {"N": [{"prefix": "42"}]}}), DDB, True, id="ddb-n-prefix"),
     pytest.param(_new({"nope": {"S": ["x"]}}), DDB, False, id="ddb-missing-attribute"),
-    pytest.param(
-        _new({"nope": {"S": [{"exists": False}]}}), DDB, True, id="ddb-missing-attribute-exists-false"
-    ),
+    pytest.param(_new({"nope": {"S": [{"exists": False}]}}), DDB, True, id="ddb-missing-attribute-exists-false"),
     pytest.param(_new({"status": [{"exists": True}]}), DDB, False, id="ddb-exists-on-attribute-name-never"),
     pytest.param(_new({"status": {"S": [{"exists": True}]}}), DDB, True, id="ddb-exists-on-type-descriptor"),
     pytest.param(_new({"status": {"N": [{"exists": True}]}}), DDB, False, id="ddb-exists-other-type"),
@@ -280,24 +266,16 @@ MATCH_CASES = [
         False,
         id="ddb-or-in-image-none",
     ),
-    pytest.param(
-        {"dynamodb": {"SizeBytes": [{"numeric": [">", 10]}]}}, DDB, True, id="ddb-size-bytes-numeric"
-    ),
-    pytest.param(
-        _new({"status": {"S": [{"exists": False}]}}), REMOVE, True, id="ddb-remove-has-no-new-image"
-    ),
+    pytest.param({"dynamodb": {"SizeBytes": [{"numeric": [">", 10]}]}}, DDB, True, id="ddb-size-bytes-numeric"),
+    pytest.param(_new({"status": {"S": [{"exists": False}]}}), REMOVE, True, id="ddb-remove-has-no-new-image"),
     pytest.param(_new({"status": {"S": ["active"]}}), REMOVE, False, id="ddb-remove-new-image-equals"),
-    pytest.param(
-        {"userIdentity": {"principalId": ["dynamodb.amazonaws.com"]}}, REMOVE, True, id="ddb-ttl-delete"
-    ),
+    pytest.param({"userIdentity": {"principalId": ["dynamodb.amazonaws.com"]}}, REMOVE, True, id="ddb-ttl-delete"),
     pytest.param({"userIdentity": {"type": [{"exists": True}]}}, DDB, False, id="ddb-not-a-ttl-delete"),
 ]
 
 
 @pytest.mark.parametrize(("pattern", "event", "expected"), MATCH_CASES)
-def test_pattern_matches_like_lambda(
-    pattern: dict[str, Any], event: dict[str, Any], *, expected: bool
-) -> None:
+def test_pattern_matches_like_lambda(pattern: dict[str, Any], event: dict[str, Any], *, expected: bool) -> None:
     """Each documented operator matches (or not) exactly as Lambda event filtering does."""
     before = copy.deepcopy(event)
     compiled = compile_filters([pattern])
@@ -357,23 +335,15 @@ INVALID_CASES = [
         "numeric operator '>>' is not one of",
         id="bad-numeric-operator",
     ),
-    pytest.param(
-        [{"eventName": "INSERT"}], 0, "eventName", "leaf values are always lists", id="leaf-not-a-list"
-    ),
+    pytest.param([{"eventName": "INSERT"}], 0, "eventName", "leaf values are always lists", id="leaf-not-a-list"),
     pytest.param([GOOD, {"eventName": []}], 1, "eventName", "empty lists are not allowed", id="empty-list"),
     pytest.param([{"dynamodb": {}}], 0, "dynamodb", "empty objects", id="empty-object"),
     pytest.param([{}], 0, "", "empty objects", id="empty-pattern"),
-    pytest.param(
-        [{"name": [{"contains": "a"}]}], 0, "name", "unknown operator 'contains'", id="unknown-operator"
-    ),
+    pytest.param([{"name": [{"contains": "a"}]}], 0, "name", "unknown operator 'contains'", id="unknown-operator"),
     pytest.param([{"name": [{"wildcard": "a*"}]}], 0, "name", "does not document", id="wildcard-unsupported"),
     pytest.param([{"name": [{"cidr": "10.0.0.0/8"}]}], 0, "name", "does not document", id="cidr-unsupported"),
-    pytest.param(
-        [{"name": [{"prefix": "a", "suffix": "b"}]}], 0, "name", "exactly one operator", id="two-operators"
-    ),
-    pytest.param(
-        [{"name": [{"exists": "yes"}]}], 0, "name", "exists takes true or false", id="exists-not-bool"
-    ),
+    pytest.param([{"name": [{"prefix": "a", "suffix": "b"}]}], 0, "name", "exactly one operator", id="two-operators"),
+    pytest.param([{"name": [{"exists": "yes"}]}], 0, "name", "exists takes true or false", id="exists-not-bool"),
     pytest.param([{"name": [{"prefix": 5}]}], 0, "name", "prefix takes a string", id="prefix-not-string"),
     pytest.param(
         [{"name": [{"prefix": {"anything-but": "x"}}]}],
@@ -382,9 +352,7 @@ INVALID_CASES = [
         "equals-ignore-case",
         id="prefix-bad-object",
     ),
-    pytest.param(
-        [{"name": [{"equals-ignore-case": ["a"]}]}], 0, "name", "takes a string", id="ignore-case-not-string"
-    ),
+    pytest.param([{"name": [{"equals-ignore-case": ["a"]}]}], 0, "name", "takes a string", id="ignore-case-not-string"),
     pytest.param(
         [{"name": [{"anything-but": ["a", 1]}]}],
         0,
@@ -392,15 +360,9 @@ INVALID_CASES = [
         "only strings or of only numbers",
         id="anything-but-mixed",
     ),
-    pytest.param(
-        [{"name": [{"anything-but": []}]}], 0, "name", "at least one value", id="anything-but-empty"
-    ),
-    pytest.param(
-        [{"name": [{"anything-but": [None]}]}], 0, "name", "anything-but takes", id="anything-but-null"
-    ),
-    pytest.param(
-        [{"name": [{"anything-but": True}]}], 0, "name", "anything-but takes", id="anything-but-bool"
-    ),
+    pytest.param([{"name": [{"anything-but": []}]}], 0, "name", "at least one value", id="anything-but-empty"),
+    pytest.param([{"name": [{"anything-but": [None]}]}], 0, "name", "anything-but takes", id="anything-but-null"),
+    pytest.param([{"name": [{"anything-but": True}]}], 0, "name", "anything-but takes", id="anything-but-bool"),
     pytest.param(
         [{"name": [{"anything-but": {"prefix": ""}}]}],
         0,
@@ -415,9 +377,7 @@ INVALID_CASES = [
         "not 'wildcard'",
         id="anything-but-wildcard",
     ),
-    pytest.param(
-        [{"n": [{"numeric": [">", 0, "<"]}]}], 0, "n", "numeric takes a list", id="numeric-odd-length"
-    ),
+    pytest.param([{"n": [{"numeric": [">", 0, "<"]}]}], 0, "n", "numeric takes a list", id="numeric-odd-length"),
     pytest.param([{"n": [{"numeric": ">"}]}], 0, "n", "numeric takes a list", id="numeric-not-a-list"),
     pytest.param(
         [{"n": [{"numeric": ["<", 5, ">", 0]}]}],
@@ -426,18 +386,14 @@ INVALID_CASES = [
         "lower bound ('>' or '>=') followed",
         id="range-order",
     ),
-    pytest.param(
-        [{"n": [{"numeric": ["=", 1, "<", 5]}]}], 0, "n", "followed by an upper", id="equals-in-range"
-    ),
+    pytest.param([{"n": [{"numeric": ["=", 1, "<", 5]}]}], 0, "n", "followed by an upper", id="equals-in-range"),
     pytest.param([{"n": [{"numeric": [">", 5, "<", 5]}]}], 0, "n", "range is empty", id="range-empty"),
     pytest.param([{"n": [{"numeric": [">", "5"]}]}], 0, "n", "needs a number", id="numeric-string-bound"),
     pytest.param([{"n": [{"numeric": [">", True]}]}], 0, "n", "needs a number", id="numeric-bool-bound"),
     pytest.param([{"n": [float("nan")]}], 0, "n", "not a JSON number", id="nan-literal"),
     pytest.param([{"$or": {"a": ["x"]}}], 0, "$or", "list of at least 2 objects", id="or-not-a-list"),
     pytest.param([{"$or": [{"a": ["x"]}]}], 0, "$or", "at least 2 objects, got 1", id="or-one-branch"),
-    pytest.param(
-        [{"$or": [{"a": ["x"]}, "b"]}], 0, "$or[1]", "each $or branch is an object", id="or-branch-string"
-    ),
+    pytest.param([{"$or": [{"a": ["x"]}, "b"]}], 0, "$or[1]", "each $or branch is an object", id="or-branch-string"),
     pytest.param(
         [{"$or": [{"a": ["x"]}, {"prefix": ["b"]}]}],
         0,
@@ -462,9 +418,7 @@ INVALID_CASES = [
 
 
 @pytest.mark.parametrize(("patterns", "index", "path", "message"), INVALID_CASES)
-def test_invalid_pattern_names_filter_and_path(
-    patterns: list[Any], index: int, path: str, message: str
-) -> None:
+def test_invalid_pattern_names_filter_and_path(patterns: list[Any], index: int, path: str, message: str) -> None:
     """An invalid pattern raises FilterError naming the filter's index and the path inside it."""
     with pytest.raises(FilterError) as info:
         compile_filters(patterns)
@@ -487,9 +441,7 @@ WARNING_CASES = [
         '{"N": ["5"]}',
         id="numeric-on-n",
     ),
-    pytest.param(
-        _new({"total": {"N": [5]}}), "dynamodb.NewImage.total.N", "N values are strings", id="number-on-n"
-    ),
+    pytest.param(_new({"total": {"N": [5]}}), "dynamodb.NewImage.total.N", "N values are strings", id="number-on-n"),
     pytest.param(
         _new({"s": {"NS": [{"numeric": ["=", 1]}]}}),
         "dynamodb.NewImage.s.NS",
@@ -513,9 +465,7 @@ WARNING_CASES = [
         '{"S": [{"exists": true}]}',
         id="exists-on-attribute",
     ),
-    pytest.param(
-        {"dynamodb": {"NewImage": ["x"]}}, "dynamodb.NewImage", "holds an object", id="leaf-on-image"
-    ),
+    pytest.param({"dynamodb": {"NewImage": ["x"]}}, "dynamodb.NewImage", "holds an object", id="leaf-on-image"),
     pytest.param(
         _new({"status": {"STRING": ["a"]}}),
         "dynamodb.NewImage.status.STRING",
@@ -528,23 +478,17 @@ WARNING_CASES = [
         "[true] or [false]",
         id="string-on-bool",
     ),
-    pytest.param(
-        _new({"name": {"S": [True]}}), "dynamodb.NewImage.name.S", "values here are strings", id="bool-on-s"
-    ),
+    pytest.param(_new({"name": {"S": [True]}}), "dynamodb.NewImage.name.S", "values here are strings", id="bool-on-s"),
     pytest.param(_new({"n": {"N": ["5.0"]}}), "dynamodb.NewImage.n.N", "write '5'", id="n-not-canonical"),
     pytest.param(_new({"n": {"N": ["five"]}}), "dynamodb.NewImage.n.N", "not a number", id="n-not-a-number"),
-    pytest.param(
-        {"eventname": ["INSERT"]}, "eventname", "not a field of a DynamoDB stream record", id="field-typo"
-    ),
+    pytest.param({"eventname": ["INSERT"]}, "eventname", "not a field of a DynamoDB stream record", id="field-typo"),
     pytest.param(
         {"dynamodb": {"Newimage": {"a": {"S": ["x"]}}}},
         "dynamodb.Newimage",
         "not a field",
         id="ddb-field-typo",
     ),
-    pytest.param(
-        {"dynamodb": {"SizeBytes": ["26"]}}, "dynamodb.SizeBytes", "JSON numbers", id="string-on-number"
-    ),
+    pytest.param({"dynamodb": {"SizeBytes": ["26"]}}, "dynamodb.SizeBytes", "JSON numbers", id="string-on-number"),
     pytest.param({"eventName": {"S": ["INSERT"]}}, "eventName.S", "parent is a leaf", id="object-under-leaf"),
     pytest.param({"n": [{"numeric": [">", 6e9]}]}, "n", "+-5e9", id="numeric-out-of-range"),
 ]
@@ -554,9 +498,7 @@ WARNING_CASES = [
 def test_never_matching_patterns_warn(pattern: dict[str, Any], path: str, fragment: str) -> None:
     """Patterns that can never match (as in Lambda) compile, with a warning naming the path and the fix."""
     compiled = compile_filters([{"eventName": ["MODIFY"]}, pattern])
-    assert any(w.startswith(f"filters[1] at {path}: ") and fragment in w for w in compiled.warnings), (
-        compiled.warnings
-    )
+    assert any(w.startswith(f"filters[1] at {path}: ") and fragment in w for w in compiled.warnings), compiled.warnings
 
 
 @pytest.mark.parametrize(
@@ -567,9 +509,7 @@ def test_never_matching_patterns_warn(pattern: dict[str, Any], path: str, fragme
             {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "user#"}]}}}},
             id="keys",
         ),
-        pytest.param(
-            _new({"items": {"L": {"M": {"sku": {"S": ["A1"]}}}}, "f": {"BOOL": [True]}}), id="nested"
-        ),
+        pytest.param(_new({"items": {"L": {"M": {"sku": {"S": ["A1"]}}}}, "f": {"BOOL": [True]}}), id="nested"),
         pytest.param({"dynamodb": {"ApproximateCreationDateTime": [{"numeric": [">", 1.7e9]}]}}, id="time"),
         pytest.param({"userIdentity": {"principalId": ["dynamodb.amazonaws.com"]}}, id="ttl"),
     ],

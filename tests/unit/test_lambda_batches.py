@@ -21,7 +21,7 @@ from replicator.lambda_handler import (
     summary_line,
 )
 from replicator.metrics import Metrics
-from replicator.service import build_processor
+from replicator.processor import build_processor
 
 if TYPE_CHECKING:
     from replicator.records import ChangeRecord
@@ -247,9 +247,7 @@ def test_budget_keeps_a_margin_from_the_remaining_time() -> None:
 
 def test_summary_is_embedded_metric_format_without_contents() -> None:
     """Every metric declared in the _aws block is a top-level number; sequence numbers but no item values."""
-    outcome = EventOutcome(
-        records=5, failed_index=3, failed_sequence_number="000123", error="PoisonRecordError"
-    )
+    outcome = EventOutcome(records=5, failed_index=3, failed_sequence_number="000123", error="PoisonRecordError")
     outcome.outcomes.update({"replicated": 2, "collapsed": 1})
     line = summary_line(
         outcome,

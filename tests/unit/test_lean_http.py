@@ -18,9 +18,7 @@ def _lean(url: str = "https://dynamodb.eu-west-1.amazonaws.com", region: str = "
     return LeanDynamoDB(types.SimpleNamespace(meta=meta), max_connections=1)
 
 
-def _botocore_signature(
-    headers: dict[str, str], body: bytes, creds: ReadOnlyCredentials, url: str, region: str
-) -> str:
+def _botocore_signature(headers: dict[str, str], body: bytes, creds: ReadOnlyCredentials, url: str, region: str) -> str:
     unsigned = {k: v for k, v in headers.items() if k != "authorization"}
     request = AWSRequest(method="POST", url=url, data=body, headers=unsigned)
     request.context["timestamp"] = headers["x-amz-date"]
@@ -35,9 +33,7 @@ def test_signature_matches_botocore_with_session_token() -> None:
     body = b'{"TableName":"T","Item":{"pk":{"S":"a"}}}'
     now = dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
     headers = lean._headers("PutItem", body, creds, now=now)
-    expected = _botocore_signature(
-        headers, body, creds, "https://dynamodb.eu-west-1.amazonaws.com", "eu-west-1"
-    )
+    expected = _botocore_signature(headers, body, creds, "https://dynamodb.eu-west-1.amazonaws.com", "eu-west-1")
     assert headers["authorization"].endswith(f"Signature={expected}")
     assert "x-amz-security-token" in headers["authorization"]
     assert headers["x-amz-target"] == "DynamoDB_20120810.PutItem"

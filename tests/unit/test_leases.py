@@ -70,9 +70,7 @@ def _tree(*shards: Shard) -> ShardTree:
 
 
 def _manager(table: _FakeTable, worker: str, clock: _Clock) -> LeaseManager:
-    return LeaseManager(
-        table, "leases", stream_arn=ARN, worker_id=worker, cfg=LeaseConfig(enabled=True), clock=clock
-    )
+    return LeaseManager(table, "leases", stream_arn=ARN, worker_id=worker, cfg=LeaseConfig(enabled=True), clock=clock)
 
 
 async def test_a_new_worker_steals_one_lease_per_round_until_balanced_and_the_victim_is_fenced() -> None:

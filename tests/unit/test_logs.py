@@ -175,9 +175,7 @@ class _RejectingTarget(RecordingTarget):
     async def put_item(self, **params: Any) -> dict[str, Any]:
         """Fail or block as scripted, else record the write."""
         if params["Item"].get("email") == {"S": SECRET}:
-            raise ClientError(
-                {"Error": {"Code": "ValidationException", "Message": f"bad {SECRET}"}}, "PutItem"
-            )
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": f"bad {SECRET}"}}, "PutItem")
         return await super().put_item(**params)
 
 
@@ -257,9 +255,7 @@ def test_full_run_logs_contents_when_enabled(tmp_path: Path) -> None:
 
 
 def _wrapped_client_error() -> RuntimeError:
-    cause = ClientError(
-        {"Error": {"Code": "ValidationException", "Message": f"cannot parse {SECRET}"}}, "PutItem"
-    )
+    cause = ClientError({"Error": {"Code": "ValidationException", "Message": f"cannot parse {SECRET}"}}, "PutItem")
     wrapped = RuntimeError(f"rejected at sequence 42: ValidationException: cannot parse {SECRET}")
     wrapped.__cause__ = cause
     return wrapped

@@ -208,9 +208,7 @@ def test_ttl_delete_skip_or_replicate_per_config():
 
 def test_pipeline_skips_echoes_and_strips_markers():
     """An echo ends as echo_skipped; an application change loses the old markers before the writer."""
-    pipeline = Pipeline(
-        replication=PLAIN_CFG, origin_region="us-east-1", filters=_no_filters(), transforms=[]
-    )
+    pipeline = Pipeline(replication=PLAIN_CFG, origin_region="us-east-1", filters=_no_filters(), transforms=[])
     assert pipeline.run(record("INSERT", new=img(_rep_version={"S": V1}))) == "echo_skipped"
     out = pipeline.run(
         record(
@@ -390,9 +388,7 @@ async def test_superseded_counts_a_conflict_and_is_not_retried():
     client = RecordingClient(client_error("ConditionalCheckFailedException"))
     metrics = Metrics()
     processor = BatchProcessor(
-        pipeline=Pipeline(
-            replication=PLAIN_CFG, origin_region="us-east-1", filters=_no_filters(), transforms=[]
-        ),
+        pipeline=Pipeline(replication=PLAIN_CFG, origin_region="us-east-1", filters=_no_filters(), transforms=[]),
         writer=writer(client=client),
         metrics=metrics,
         retry_policy=RetryPolicy(),
@@ -411,9 +407,7 @@ async def test_source_tombstone_written_for_deletes_only():
         source, table="src", cfg=PLAIN_CFG, origin_region="us-east-1", target_region="us-east-1"
     )
     processor = BatchProcessor(
-        pipeline=Pipeline(
-            replication=PLAIN_CFG, origin_region="us-east-1", filters=_no_filters(), transforms=[]
-        ),
+        pipeline=Pipeline(replication=PLAIN_CFG, origin_region="us-east-1", filters=_no_filters(), transforms=[]),
         writer=writer(client=target),
         metrics=Metrics(),
         retry_policy=RetryPolicy(),

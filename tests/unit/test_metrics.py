@@ -457,9 +457,7 @@ async def test_outcomes_sum_to_records_read(tmp_path: Path) -> None:
 
 async def test_retries_and_throttles_by_operation(tmp_path: Path) -> None:
     """A throttled write counts a throttle and a retry; a 500 counts a retry only; both under PutItem."""
-    h = Harness(
-        tmp_path, target=ScriptedTarget(["ProvisionedThroughputExceededException", "InternalServerError"])
-    )
+    h = Harness(tmp_path, target=ScriptedTarget(["ProvisionedThroughputExceededException", "InternalServerError"]))
     h.stream.add_shard("s1")
     h.stream.put("s1", "k", 1)
     h.stream.close("s1")
@@ -483,9 +481,7 @@ async def test_replication_latency_is_creation_to_write_acknowledged(tmp_path: P
     async def put_item(**params: Any) -> dict[str, Any]:
         """Fail or block as scripted, else record the write."""
         if params["Item"]["pk"]["S"] != "k":
-            raise ClientError(
-                {"Error": {"Code": "ConditionalCheckFailedException", "Message": "no"}}, "PutItem"
-            )
+            raise ClientError({"Error": {"Code": "ConditionalCheckFailedException", "Message": "no"}}, "PutItem")
         return await original(**params)
 
     h.target.put_item = put_item  # type: ignore[method-assign]
@@ -511,15 +507,11 @@ async def test_service_build_info_and_closed_parent_series(tmp_path: Path) -> No
     stream.put("child", "k", 2)
     metrics = Metrics()
     target = RecordingTarget()
-    replicator = Replicator(
-        cfg, metrics=metrics, clients={"source": stream, "streams": stream, "target": target}
-    )
+    replicator = Replicator(cfg, metrics=metrics, clients={"source": stream, "streams": stream, "target": target})
     task = asyncio.create_task(replicator.run())
     try:
         await _until(
-            lambda: (
-                target.values_of("k") == [1, 2] and replicator.state.shard("child").newest_record_s is None
-            )
+            lambda: target.values_of("k") == [1, 2] and replicator.state.shard("child").newest_record_s is None
         )
         assert replicator.state.running
         info = {

@@ -123,6 +123,4 @@ async def test_max_attempts_bounds_retries_and_unlimited_keeps_going() -> None:
             raise TransientError("still down")
         return "up"
 
-    assert (
-        await retrying("GetRecords", eventually, policy=RetryPolicy(), metrics=Metrics(), sleep=sleep) == "up"
-    )
+    assert await retrying("GetRecords", eventually, policy=RetryPolicy(), metrics=Metrics(), sleep=sleep) == "up"

@@ -17,7 +17,7 @@ from replicator.source.shards import Shard, ShardTree
 from replicator.source.streams import StreamsAPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripted_stream import RecordingTarget, ScriptedStream  # noqa: E402
+from scripted_stream import RecordingTarget, ScriptedStream
 
 
 def _config(tmp_path: Path, **overrides: object) -> Config:
@@ -201,8 +201,6 @@ async def test_trimmed_parent_does_not_block_child(tmp_path: Path, hidden_parent
         await _run_until(rep, lambda: 1 in target.values_of("k") and rep.state.shards.get("c") is not None)
         assert target.values_of("k") == [1]
         assert rep.state.shards["c"].state == "waiting_on_parent"
-
-
 
 
 async def test_stop_returns_while_discovery_retries_an_unreachable_stream(tmp_path: Path) -> None:

@@ -64,9 +64,7 @@ def run(record: ChangeRecord, *specs: dict[str, Any]) -> ChangeRecord | None:
 
 def snapshot(record: ChangeRecord) -> dict[str, Any]:
     """Return a deep copy of everything a stage could mutate."""
-    return copy.deepcopy(
-        {"keys": record.keys, "new": record.new_image, "old": record.old_image, "event": record.event}
-    )
+    return copy.deepcopy({"keys": record.keys, "new": record.new_image, "old": record.old_image, "event": record.event})
 
 
 # --------------------------------------------------------------------------------------------- include
@@ -74,9 +72,7 @@ def snapshot(record: ChangeRecord) -> dict[str, Any]:
 
 def test_include_keeps_listed_and_key_attributes_in_both_images():
     """The include stage keeps the listed attributes plus the keys, in NewImage and OldImage."""
-    rec = make_record(
-        new=item(a={"S": "1"}, b={"N": "2"}, c={"S": "3"}), old=item(a={"S": "0"}, c={"S": "x"})
-    )
+    rec = make_record(new=item(a={"S": "1"}, b={"N": "2"}, c={"S": "3"}), old=item(a={"S": "0"}, c={"S": "x"}))
     out = run(rec, {"type": "include", "attributes": ["a", "b", "missing"]})
     assert out is not None
     assert out.new_image == item(a={"S": "1"}, b={"N": "2"})
@@ -259,9 +255,7 @@ def test_set_derived_creation_time_keeps_fractions():
 def test_replication_time_reads_the_clock_per_record():
     """The clock is read when a record passes, not when the stages are built."""
     ticks = iter([1.0, 2.5])
-    stages = build(
-        {"type": "set", "attribute": "t", "derived": "replication_time_epoch_ms"}, clock=lambda: next(ticks)
-    )
+    stages = build({"type": "set", "attribute": "t", "derived": "replication_time_epoch_ms"}, clock=lambda: next(ticks))
     values = []
     for _ in range(2):
         out = apply_transforms(stages, make_record(new=item()))
@@ -274,9 +268,7 @@ def test_replication_time_reads_the_clock_per_record():
 def test_replication_time_iso_across_second_boundaries():
     """The ISO time is right for records within one second and across seconds (its prefix is cached)."""
     ticks = iter([1.999, 1.9995, 2.0004, 1_704_067_199.5, 1_704_067_200.0])
-    stages = build(
-        {"type": "set", "attribute": "t", "derived": "replication_time_iso"}, clock=lambda: next(ticks)
-    )
+    stages = build({"type": "set", "attribute": "t", "derived": "replication_time_iso"}, clock=lambda: next(ticks))
     values = []
     for _ in range(5):
         out = apply_transforms(stages, make_record(new=item()))
@@ -441,9 +433,7 @@ def test_plugin_module_raising_on_import_is_a_config_error(tmp_path, monkeypatch
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "broken_plugin_mod_t", raising=False)
-    with pytest.raises(
-        ConfigError, match=r"transforms\[0\]\.function: cannot import .*RuntimeError: boom"
-    ) as info:
+    with pytest.raises(ConfigError, match=r"transforms\[0\]\.function: cannot import .*RuntimeError: boom") as info:
         build({"type": "plugin", "function": "broken_plugin_mod_t:f"})
     assert isinstance(info.value.__cause__, RuntimeError)
 
@@ -481,9 +471,7 @@ def test_chain_include_rename_set_derived():
         {"type": "set", "attribute": "replicatedAt", "derived": "replication_time_iso"},
     )
     assert out is not None
-    assert out.new_image == item(
-        alpha={"S": "1"}, b={"S": "2"}, replicatedAt={"S": "2023-11-14T22:13:20.001Z"}
-    )
+    assert out.new_image == item(alpha={"S": "1"}, b={"S": "2"}, replicatedAt={"S": "2023-11-14T22:13:20.001Z"})
     assert out.sequence_number == rec.sequence_number
     assert out.event is rec.event
 
@@ -491,12 +479,8 @@ def test_chain_include_rename_set_derived():
 def test_chain_order_matters():
     """Renaming before including keeps the renamed attribute only if include names the new name."""
     rec = make_record(new=item(a={"S": "1"}))
-    rename_first = run(
-        rec, {"type": "rename", "attributes": {"a": "z"}}, {"type": "include", "attributes": ["a"]}
-    )
-    include_first = run(
-        rec, {"type": "include", "attributes": ["a"]}, {"type": "rename", "attributes": {"a": "z"}}
-    )
+    rename_first = run(rec, {"type": "rename", "attributes": {"a": "z"}}, {"type": "include", "attributes": ["a"]})
+    include_first = run(rec, {"type": "include", "attributes": ["a"]}, {"type": "rename", "attributes": {"a": "z"}})
     assert rename_first is not None
     assert include_first is not None
     assert rename_first.new_image == item()
