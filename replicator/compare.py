@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from replicator.config import ReplicationConfig
 from replicator.records import Item, key_identity
@@ -66,3 +67,15 @@ def compare_items(
             report.different.append(key)
     report.extra_in_target = [k for k in tgt if k not in src]
     return report
+
+
+def scan_items(client: Any, table: str) -> list[Item]:  # noqa: ANN401 - a boto3 DynamoDB client
+    """Every item of a table, with consistent reads (a small table: the demo's and the tests')."""
+    items: list[Item] = []
+    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        page = client.scan(**kwargs)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

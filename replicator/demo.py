@@ -16,13 +16,12 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from replicator.compare import compare_items
+from replicator.compare import compare_items, scan_items
 from replicator.config import Config
 from replicator.local.dynamodb_local import DynamoDBLocal, create_table, ensure_installed, exit_on_sigterm, local_client
 from replicator.metrics import Metrics
@@ -203,8 +202,8 @@ class _Demo:
         return table
 
     def _check_convergence(self) -> int:
-        source_items = _scan(self.src)
-        target_items = _scan(self.tgt)
+        source_items = scan_items(self.src, TABLE)
+        target_items = scan_items(self.tgt, TABLE)
         report = compare_items(source_items, target_items, self.cfg.replication)
         if report.equal:
             self.console.print(
@@ -214,14 +213,3 @@ class _Demo:
             return 0
         self.console.print(f"[bold red]DIVERGED[/]: {report.summary()}")
         return 1
-
-
-def _scan(client: Any) -> list[dict[str, Any]]:  # noqa: ANN401 - boto3 client
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": TABLE, "ConsistentRead": True}
-    while True:
-        page = client.scan(**kwargs)
-        items.extend(page.get("Items", []))
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from replicator.compare import scan_items
 from replicator.config import Config
 from replicator.local.dynamodb_local import DynamoDBLocal
 from replicator.metrics import Metrics
@@ -59,16 +60,8 @@ async def running(cfg: Config, *, metrics: Metrics | None = None, **kwargs: Any)
         await asyncio.wait_for(task, timeout=30)
 
 
-def scan(client: Any, table: str) -> list[dict[str, Any]]:
-    """Every item of a table (consistent read)."""
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
-    while True:
-        page = client.scan(**kwargs)
-        items.extend(page.get("Items", []))
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+scan = scan_items
+"""Every item of a table (consistent read); the name the tests use."""
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
