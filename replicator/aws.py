@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import os
+import ssl
 import weakref
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +27,8 @@ import aiohttp
 from aiobotocore.client import AioBaseClient
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.httpsession import get_cert_path
 
 from replicator.config import Config
 
@@ -79,6 +81,8 @@ class LeanDynamoDB:
         self._url = str(client.meta.endpoint_url)
         self._region = str(client.meta.region_name)
         self._host = urlsplit(self._url).netloc
+        # An endpoint_url with a path (a gateway) is signed with that path, as botocore does.
+        self._path = urlsplit(self._url).path or "/"
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -142,7 +146,7 @@ class LeanDynamoDB:
         names = sorted(headers)
         signed = ";".join(names)
         payload_hash = hashlib.sha256(body).hexdigest()
-        lines = ["POST", "/", "", *(f"{n}:{headers[n]}" for n in names), "", signed, payload_hash]
+        lines = ["POST", self._path, "", *(f"{n}:{headers[n]}" for n in names), "", signed, payload_hash]
         canonical = "\n".join(lines)
         scope = f"{date}/{self._region}/dynamodb/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
@@ -154,8 +158,10 @@ class LeanDynamoDB:
 
     async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         if self._session is None:
+            # Trust what botocore trusts: AWS_CA_BUNDLE when set, else botocore's default bundle (certifi).
+            tls = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(verify=True))
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30, ssl=tls),
                 timeout=self._timeout,
                 skip_auto_headers=("User-Agent",),
             )
@@ -163,14 +169,21 @@ class LeanDynamoDB:
         creds = await signer._credentials.get_frozen_credentials()  # noqa: SLF001
         body = json.dumps(params, separators=(",", ":"), default=_json_default).encode()
         headers = self._headers(operation, body, creds)
-        async with self._session.post(self._url, data=body, headers=headers) as resp:
-            payload = await resp.read()
-            status = resp.status
-        if status < 300:  # noqa: PLR2004 - HTTP 2xx
-            # Only a body naming a B or BS value needs the walk that turns base64 into bytes.
-            self._has_binary = b'"B' in payload
-            result: dict[str, Any] = json.loads(payload) if payload else {}
-            return result
+        try:
+            async with self._session.post(self._url, data=body, headers=headers) as resp:
+                payload = await resp.read()
+                status = resp.status
+            if status < 300:  # noqa: PLR2004 - HTTP 2xx
+                # Only a body naming a B or BS value needs the walk that turns base64 into bytes.
+                self._has_binary = b'"B' in payload
+                result: dict[str, Any] = json.loads(payload) if payload else {}
+                return result
+        except (aiohttp.ClientError, ValueError) as exc:
+            if isinstance(exc, OSError):
+                raise  # connection refused/reset, TLS: already transient for errors.is_transient
+            # Broken responses and transport errors that are not OSErrors: botocore's own wrapper, which
+            # the retry loop treats as transient, exactly as if botocore had sent the request.
+            raise HTTPClientError(error=exc) from exc
         try:
             error = json.loads(payload)
             code = str(error.get("__type", "")).rpartition("#")[2] or f"HTTP{status}"
@@ -199,10 +212,12 @@ def _intercepted(client: Any, operation: str) -> bool:  # noqa: ANN401 - aioboto
 
     The lean path sends without botocore's events, so such a client keeps botocore for that operation.
     """
-    service = client.meta.service_model.endpoint_prefix
+    model = client.meta.service_model
+    # botocore emits under the hyphenated service id (``dynamodb-streams``), not the endpoint prefix.
+    names = {model.endpoint_prefix, model.service_id.hyphenize()}
     try:
         handlers = client.meta.events._emitter._handlers  # noqa: SLF001 - no public way to list handlers
-        return any(True for _ in handlers.prefix_search(f"before-send.{service}.{operation}"))
+        return any(True for name in names for _ in handlers.prefix_search(f"before-send.{name}.{operation}"))
     except AttributeError:
         return True
 
@@ -248,8 +263,20 @@ def _lean_capable(client: Any) -> bool:  # noqa: ANN401 - aiobotocore client
     signer = getattr(client, "_request_signer", None)
     if not isinstance(client, AioBaseClient) or getattr(signer, "_credentials", None) is None:
         return False
+    config = client.meta.config
     proxy_env = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
-    return not (client.meta.config.proxies or any(os.environ.get(name) for name in proxy_env))
+    if config.proxies or any(os.environ.get(name) for name in proxy_env):
+        return False
+    # Dual-stack and FIPS hosts come from botocore's endpoint rules, which the lean path does not apply;
+    # a client certificate is botocore's TLS set-up: keep botocore for all of these.
+    flags = ("AWS_USE_DUALSTACK_ENDPOINT", "AWS_USE_FIPS_ENDPOINT")
+    if (
+        config.use_dualstack_endpoint
+        or config.use_fips_endpoint
+        or any(os.environ.get(name, "").lower() == "true" for name in flags)
+    ):
+        return False
+    return not config.client_cert
 
 
 async def _add_lean(stack: contextlib.AsyncExitStack, client: Any, max_connections: int) -> None:  # noqa: ANN401
@@ -263,7 +290,10 @@ async def _add_lean(stack: contextlib.AsyncExitStack, client: Any, max_connectio
 def _lean_streams(stack: contextlib.AsyncExitStack, client: Any) -> Any:  # noqa: ANN401 - aiobotocore client
     if not _lean_capable(client):
         return client
-    lean = LeanDynamoDB(client, max_connections=4, target_prefix="DynamoDBStreams_20120810")
+    # As many connections as botocore's pool (client_config): every shard polls about 4 times a second.
+    lean = LeanDynamoDB(
+        client, max_connections=client.meta.config.max_pool_connections, target_prefix="DynamoDBStreams_20120810"
+    )
     stack.push_async_callback(lean.close)
     return _LeanStreams(client, lean)
 

@@ -135,8 +135,11 @@ class ShardReader:
         self.log = log.bind(shard_id=shard.shard_id, stream_arn=stream_arn)
         self._lanes = settings.parallelization_factor
         self._tracker = CheckpointTracker()
-        self._inflight: set[asyncio.Future[list[None]]] = set()
+        self._inflight: set[asyncio.Future[list[BaseException | None]]] = set()
         self._lane_tail: list[asyncio.Task[None] | None] = [None] * self._lanes
+        # Every lane task not yet finished: a lane is a chain, and its tail alone does not reach the
+        # sub-batch actually writing.
+        self._lane_tasks: set[asyncio.Task[None]] = set()
         self._lane_error: BaseException | None = None
 
     async def _iterator(self) -> str:
@@ -160,9 +163,11 @@ class ShardReader:
             await self._drain()
         finally:
             # An error (or cancellation) left batches in flight: their records are read again after restart.
-            for task in self._lane_tail:
-                if task is not None and not task.done():
-                    task.cancel()
+            pending = [task for task in self._lane_tasks if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
         return exit_
@@ -293,8 +298,12 @@ class ShardReader:
             if sub:
                 task = asyncio.create_task(self._run_lane(self._lane_tail[lane], sub))
                 self._lane_tail[lane] = task
+                self._lane_tasks.add(task)
+                task.add_done_callback(self._lane_tasks.discard)
                 parts.append(task)
-        self._inflight.add(asyncio.gather(*parts))
+        # return_exceptions: a failed lane must not leave its siblings running unobserved; the failure
+        # itself reaches _collect as _lane_error.
+        self._inflight.add(asyncio.gather(*parts, return_exceptions=True))
 
     async def _run_lane(self, previous: asyncio.Task[None] | None, sub: list[ChangeRecord]) -> None:
         if previous is not None:

@@ -67,3 +67,55 @@ def test_binary_values_are_decoded_at_any_depth() -> None:
     assert item["m"]["M"]["inner"] == {"B": b"\x00\xff"}
     assert item["l"]["L"] == [{"B": b"\x00\xff"}, {"S": "s"}]
     assert item["n"] == {"N": "1.50"}
+
+
+def test_signature_matches_botocore_for_an_endpoint_with_a_path() -> None:
+    """A gateway endpoint_url with a path is signed with that path, as botocore signs it."""
+    url = "https://gw.example.com/ddb"
+    lean = _lean(url, "us-east-1")
+    creds = ReadOnlyCredentials("x", "y", None)
+    body = b"{}"
+    headers = lean._headers("PutItem", body, creds, now=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+    assert headers["authorization"].endswith(f"Signature={_botocore_signature(headers, body, creds, url, 'us-east-1')}")
+
+
+async def test_streams_hooks_are_detected_under_botocores_event_name() -> None:
+    """A before-send hook on GetRecords (registered as botocore names it) sends GetRecords through botocore."""
+    from aiobotocore.session import get_session  # noqa: PLC0415
+
+    from replicator.aws import _intercepted  # noqa: PLC0415
+
+    async with get_session().create_client(
+        "dynamodbstreams",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",  # noqa: S106 - a fake key for a client that never sends
+    ) as client:
+        assert not _intercepted(client, "GetRecords")
+        client.meta.events.register("before-send.dynamodb-streams.GetRecords", lambda **_: None)
+        assert _intercepted(client, "GetRecords")
+
+
+async def test_dualstack_and_fips_keep_botocore(monkeypatch) -> None:
+    """Endpoint rules (dual-stack, FIPS) that the lean path does not apply keep the client on botocore."""
+    from aiobotocore.config import AioConfig  # noqa: PLC0415
+    from aiobotocore.session import get_session  # noqa: PLC0415
+
+    from replicator.aws import _lean_capable  # noqa: PLC0415
+
+    def client(**config: object) -> object:
+        return get_session().create_client(
+            "dynamodb",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",  # noqa: S106 - a fake key for a client that never sends,
+            config=AioConfig(**config),  # type: ignore[arg-type]
+        )
+
+    async with client() as plain:
+        assert _lean_capable(plain)
+        monkeypatch.setenv("AWS_USE_DUALSTACK_ENDPOINT", "true")
+        assert not _lean_capable(plain)
+    async with client(use_fips_endpoint=True) as fips:
+        monkeypatch.delenv("AWS_USE_DUALSTACK_ENDPOINT")
+        assert not _lean_capable(fips)

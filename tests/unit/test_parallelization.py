@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,3 +149,58 @@ async def test_failed_lane_stops_the_shard_below_the_failure() -> None:
         await asyncio.wait_for(reader.run(), 10)
     assert fail not in processor.processed
     assert all(seq < fail for seq in store.saved)
+
+
+class _HangingProcessor:
+    """The target is down: every sub-batch retries until cancelled."""
+
+    def __init__(self) -> None:
+        self.processed: set[str] = set()
+        self.cancelled = 0
+
+    async def process(self, records: list[Any]) -> None:
+        del records
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def test_cancelling_a_reader_cancels_every_lane_task() -> None:
+    """Shutdown's cancel reaches the sub-batch actually writing, not only each lane's last task."""
+    processor = _HangingProcessor()
+    reader = _reader(_stream(60, 2), processor, _Store(processor.processed), factor=2)
+    task = asyncio.create_task(reader.run())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert done, "reader.run() did not return after cancel"
+    assert processor.cancelled >= 2
+
+
+class _FailFastProcessor:
+    """Fails at once on key k0; every other sub-batch takes half a second."""
+
+    def __init__(self) -> None:
+        self.processed: set[str] = set()
+        self.finished_at: list[float] = []
+
+    async def process(self, records: list[Any]) -> None:
+        if any(r.keys["pk"]["S"] == "k0" for r in records):
+            await asyncio.sleep(0.01)
+            raise RuntimeError("poison")
+        await asyncio.sleep(0.5)
+        self.finished_at.append(time.monotonic())
+        self.processed.update(r.sequence_number for r in records)
+
+
+async def test_a_failed_lane_leaves_no_sub_batch_running_after_the_reader_returns() -> None:
+    """When one lane fails, its sibling sub-batches finish or are cancelled before run() raises."""
+    processor = _FailFastProcessor()
+    reader = _reader(_stream(20, 2), processor, _Store(processor.processed), factor=2)
+    with pytest.raises(RuntimeError, match="poison"):
+        await reader.run()
+    ended = time.monotonic()
+    await asyncio.sleep(1.0)
+    assert [t for t in processor.finished_at if t > ended] == []
