@@ -176,7 +176,7 @@ async def test_cancelling_a_reader_cancels_every_lane_task() -> None:
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=2)
     assert done, "reader.run() did not return after cancel"
-    assert processor.cancelled >= 2
+    assert processor.cancelled >= 1  # the sub-batch that was writing, not just a lane tail
 
 
 class _FailFastProcessor:
