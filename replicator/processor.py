@@ -248,9 +248,13 @@ def build_processor(
             clock=clock,
             replace_local_writes=False,
         )
+    pipeline = Pipeline.from_config(cfg, clock=clock)
+    for warning in pipeline.filters.warnings:
+        # Lambda-compatible but surprising: e.g. a numeric pattern on an N value can never match.
+        log.warning("filter_never_matches", detail=warning)
     return BatchProcessor(
         source_writer=source_writer,
-        pipeline=Pipeline.from_config(cfg, clock=clock),
+        pipeline=pipeline,
         writer=writer,
         metrics=metrics,
         retry_policy=write_retry_policy(cfg),

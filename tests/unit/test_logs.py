@@ -270,3 +270,21 @@ def test_error_text_withholds_aws_messages_in_the_chain() -> None:
     assert "sequence 42: ValidationException" in text
     logs.configure("INFO", "json", stream=io.StringIO(), log_item_contents=True)
     assert SECRET in logs.error_text(wrapped)
+
+
+def test_filter_that_can_never_match_is_logged_at_start_up(capsys) -> None:
+    """A numeric pattern on an N value is reported when the processor is built (service, Lambda, redrive)."""
+    from replicator.config import Config  # noqa: PLC0415
+    from replicator.metrics import Metrics  # noqa: PLC0415
+    from replicator.processor import build_processor  # noqa: PLC0415
+
+    logs.configure("INFO", "json")
+    cfg = Config(
+        source={"region": "us-east-1", "table": "Orders"},  # type: ignore[arg-type]
+        target={"region": "eu-west-1", "table": "Orders"},  # type: ignore[arg-type]
+        filters=[{"dynamodb": {"NewImage": {"total": {"N": [{"numeric": [">", 10]}]}}}}],
+    )
+    build_processor(cfg, target_client=object(), metrics=Metrics(), dead_letters=None)
+    err = capsys.readouterr().err
+    assert "filter_never_matches" in err
+    assert "filters[0]" in err
