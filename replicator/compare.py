@@ -12,6 +12,7 @@ from typing import Any
 
 from replicator.config import ReplicationConfig
 from replicator.records import Item, key_identity
+from replicator.sink.markers import strip_markers
 
 KeyId = tuple[tuple[str, str, str], ...]
 
@@ -38,11 +39,6 @@ class CompareReport:
         )
 
 
-def strip(item: Item, markers: frozenset[str]) -> Item:
-    """The item without replication markers."""
-    return {k: v for k, v in item.items() if k not in markers}
-
-
 def key_of(item: Item, key_names: Sequence[str]) -> KeyId:
     """The key identity of an item given the table's key attribute names."""
     return key_identity({name: item[name] for name in key_names})
@@ -56,8 +52,8 @@ def compare_items(
 ) -> CompareReport:
     """Compare two tables' items (given as full scans) and report differing keys."""
     markers = replication.marker_attributes
-    src = {key_of(i, key_names): strip(i, markers) for i in source}
-    tgt = {key_of(i, key_names): strip(i, markers) for i in target if replication.tombstone_attribute not in i}
+    src = {key_of(i, key_names): strip_markers(i, markers) for i in source}
+    tgt = {key_of(i, key_names): strip_markers(i, markers) for i in target if replication.tombstone_attribute not in i}
     report = CompareReport(compared=len(src.keys() | tgt.keys()))
     for key, item in src.items():
         other = tgt.get(key)

@@ -15,7 +15,6 @@ ConditionExpression (``#ver < :ver``) decide last-writer-wins.
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
@@ -107,8 +106,3 @@ def change_version(
 
 
 _PER_UNIT_US: dict[TimestampUnit, int] = {"s": 1_000_000, "ms": 1_000, "us": 1}
-
-
-def now_us() -> int:
-    """Wall-clock time in epoch µs."""
-    return int(dt.datetime.now(tz=dt.UTC).timestamp() * 1_000_000)

@@ -65,6 +65,16 @@ class ConditionBuilder:
                 names["#rts"] = self._cfg.timestamp_marker_attribute
         return names
 
+    def over_replicated_only(self, key_name: str) -> tuple[str, dict[str, str]]:
+        """The source-tombstone condition and its names: never replace an item the application wrote.
+
+        The item is gone (the application deleted it), or holds an older replicated version; an item
+        the application re-created since has no version marker and is left alone.
+        """
+        item_absent = "attribute_not_exists(#key)"
+        older_replicated = "#ver < :ver"
+        return f"{item_absent} OR {older_replicated}", {"#key": key_name, "#ver": self._cfg.version_attribute}
+
     def expression(self, *, with_timestamp: bool) -> str:
         """The condition; ``with_timestamp``: the incoming change carries the application timestamp."""
         # The target never saw a replicated version of this key (no item, or only local writes).
@@ -130,22 +140,22 @@ class ConditionalWriter:
             ts_value = (write.item or {}).get(cfg.timestamp_attribute) or versions.app_timestamp_value(
                 write.app_timestamp_us or 0, cfg.timestamp_unit
             )
-            values[":ts"] = ts_value
             markers[cfg.timestamp_marker_attribute] = ts_value
             if write.item is None:
                 markers[cfg.timestamp_attribute] = ts_value
+        if self._replace_local_writes:
+            condition = self._conditions.expression(with_timestamp=with_ts)
+            names = self._conditions.names(with_timestamp=with_ts)
+            if with_ts:
+                values[":ts"] = markers[cfg.timestamp_marker_attribute]
+        else:
+            condition, names = self._conditions.over_replicated_only(next(iter(write.keys)))
         common = {
             "TableName": self._table,
-            "ConditionExpression": self._conditions.expression(with_timestamp=with_ts),
-            "ExpressionAttributeNames": self._conditions.names(with_timestamp=with_ts),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
-        if not self._replace_local_writes:
-            # The item is gone (the application deleted it), or holds an older replicated version.
-            # An item the application re-created since (no version marker) is never replaced.
-            common["ConditionExpression"] = "attribute_not_exists(#key) OR #ver < :ver"
-            common["ExpressionAttributeNames"] = {"#key": next(iter(write.keys)), "#ver": cfg.version_attribute}
-            common["ExpressionAttributeValues"] = {":ver": values[":ver"]}
         if write.item is not None:
             return Request("PutItem", {"Item": {**write.item, **markers}, **common})
         if cfg.deletes == "delete":

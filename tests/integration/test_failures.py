@@ -22,6 +22,7 @@ import yaml
 
 from replicator import deadletter
 from replicator.aws import open_clients
+from replicator.compare import scan_items
 from replicator.config import Config
 from replicator.local.dynamodb_local import DynamoDBLocal, create_table, local_client
 from replicator.metrics import Metrics
@@ -59,18 +60,11 @@ def _tables(src: DynamoDBLocal, tgt: DynamoDBLocal, unique_name) -> tuple[str, s
 
 
 def _scan(ddb: DynamoDBLocal, table: str) -> dict[str, dict[str, Any]]:
-    client = _client(ddb)
-    items: dict[str, dict[str, Any]] = {}
-    kwargs: dict[str, Any] = {"TableName": table}
-    while True:
-        page = client.scan(**kwargs)
-        for item in page["Items"]:
-            if "_rep_deleted" in item:
-                continue
-            items[item["pk"]["S"]] = {k: v for k, v in item.items() if k not in MARKERS}
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return {
+        item["pk"]["S"]: {k: v for k, v in item.items() if k not in MARKERS}
+        for item in scan_items(_client(ddb), table)
+        if "_rep_deleted" not in item
+    }
 
 
 _CLIENTS: dict[str, Any] = {}
