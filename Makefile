@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 PYTHON ?= python3.11
 VENV := .venv
-# Touched after a successful install: the venv is rebuilt only when pyproject.toml is newer.
+# Touched after a successful install: the venv is rebuilt only when a pyproject.toml is newer.
 VENV_STAMP := $(VENV)/.installed-from-pyproject
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -22,13 +22,13 @@ export DEBIAN_FRONTEND := noninteractive
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): pyproject.toml
+$(VENV_STAMP): pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv --clear $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev]' -e ./dev
 	touch $@
 
 dynamodb-local: venv
-	$(VENV)/bin/python -m replicator.local.dynamodb_local install
+	$(VENV)/bin/python -m replicator_dev.local.dynamodb_local install
 
 # apt-get update runs only when something is missing, so a ready machine needs no network here.
 apt-tools:

@@ -16,9 +16,9 @@ import statistics
 import time
 from typing import Any
 
-from replicator.config import Config
+from replicator.core.config import Config
+from replicator.core.records import ChangeRecord, from_stream_record
 from replicator.pipeline.stages import Pipeline
-from replicator.records import ChangeRecord, from_stream_record
 
 FILTERS: list[dict[str, Any]] = [
     {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {"status": {"S": ["paid", "shipped"]}}}},

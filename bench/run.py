@@ -50,8 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import workload
-
-from replicator.local.dynamodb_local import DynamoDBLocal, create_table, ensure_installed, free_port
+from replicator_dev.local.dynamodb_local import DynamoDBLocal, create_table, ensure_installed, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 SOURCE_REGION = "us-east-1"

@@ -1,5 +1,5 @@
 """``python -m replicator``: the same as the ``replicator`` command."""
 
-from replicator.cli import main
+from replicator.cli.main import main
 
 main()

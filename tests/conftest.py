@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
-from replicator.local.dynamodb_local import DynamoDBLocal
-from replicator.local.moto_server import MotoServer
+from replicator_dev.local.dynamodb_local import DynamoDBLocal
+from replicator_dev.local.moto_server import MotoServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

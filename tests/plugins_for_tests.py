@@ -6,7 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from replicator.records import ChangeRecord
+    from replicator.core.records import ChangeRecord
 
 NOT_CALLABLE = 42
 

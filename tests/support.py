@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from replicator.compare import scan_items
-from replicator.config import Config
-from replicator.local.dynamodb_local import DynamoDBLocal
-from replicator.metrics import Metrics
-from replicator.service import Replicator
+from replicator_dev.local.dynamodb_local import DynamoDBLocal
+
+from replicator.core.config import Config
+from replicator.observe.metrics import Metrics
+from replicator.ops.compare import scan_items
+from replicator.runtime.service import Replicator
 
 
 def make_config(

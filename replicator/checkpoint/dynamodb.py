@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from replicator.checkpoint import Checkpoint
-from replicator.errors import error_code
+from replicator.core.errors import error_code
 
 
 class DynamoDBCheckpointStore:

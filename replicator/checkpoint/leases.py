@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from replicator.checkpoint import Checkpoint
-from replicator.errors import LeaseLostError, error_code
+from replicator.core.errors import LeaseLostError, error_code
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from replicator.config import LeaseConfig
-    from replicator.metrics import Metrics
+    from replicator.core.config import LeaseConfig
+    from replicator.observe.metrics import Metrics
     from replicator.source.shards import Shard, ShardTree
 
 log = structlog.get_logger(__name__)

@@ -1,1 +1,1 @@
-"""The per-record pipeline: filters (Lambda FilterCriteria), transforms, and the stage runner."""
+"""Per-record decisions (origin, filters, transforms, versions) and the batch processor that applies them."""

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, NamedTuple
 
-from replicator.errors import FilterError
+from replicator.core.errors import FilterError
 
 MAX_FILTERS: Final = 5
 """Lambda's default quota of filters per event source mapping (raisable to 10 on request)."""

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from replicator.config import Config, ReplicationConfig
-from replicator.errors import RecordRejectedError
+from replicator.core.config import Config, ReplicationConfig
+from replicator.core.errors import RecordRejectedError
+from replicator.core.records import ChangeRecord
+from replicator.pipeline import version as versions
 from replicator.pipeline.filters import CompiledFilters, compile_filters
+from replicator.pipeline.origin import classify, strip_markers
 from replicator.pipeline.transforms import Stage, apply_transforms, build_transforms
-from replicator.records import ChangeRecord
-from replicator.sink import version as versions
-from replicator.sink.markers import classify, strip_markers
 from replicator.sink.writer import Write
 
 SkipOutcome = Literal["echo_skipped", "ttl_skipped", "filtered"]

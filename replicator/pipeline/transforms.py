@@ -34,8 +34,8 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from replicator.errors import ConfigError, TransformError
-from replicator.records import AttributeValue, ChangeRecord, Item
+from replicator.core.errors import ConfigError, TransformError
+from replicator.core.records import AttributeValue, ChangeRecord, Item
 
 Stage: TypeAlias = Callable[[ChangeRecord], ChangeRecord | None]
 

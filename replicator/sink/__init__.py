@@ -1,1 +1,1 @@
-"""Writing to the target: versions, replication markers and the conditional writer."""
+"""Where changes go: the conditional last-writer-wins writer and the dead-letter destinations."""

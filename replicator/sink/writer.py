@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from replicator.aws import lean_transport
-from replicator.config import ReplicationConfig
-from replicator.errors import RecordRejectedError, error_code, is_transient
-from replicator.records import ChangeRecord, Item
-from replicator.sink import version as versions
+from replicator.aws.clients import lean_transport
+from replicator.core.config import ReplicationConfig
+from replicator.core.errors import RecordRejectedError, error_code, is_transient
+from replicator.core.records import ChangeRecord, Item
+from replicator.pipeline import version as versions
 
 WriteOutcome = Literal["replicated", "superseded"]
 

@@ -1,1 +1,1 @@
-"""Reading changes: DynamoDB Streams or Kinesis, shard lineage, and one reader per shard."""
+"""Where changes come from: DynamoDB Streams or Kinesis Data Streams shards, iterators and shard lineage."""

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from replicator.errors import StreamConfigError, TransientError, error_code
+from replicator.core.errors import StreamConfigError, TransientError, error_code
 from replicator.source.shards import Shard
 from replicator.source.streams import IteratorType, StreamInfo, StreamsAPI, _translate
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import contextlib
     from collections.abc import Awaitable, Callable
 
-    from replicator.config import Config
+    from replicator.core.config import Config
 
 log = structlog.get_logger(__name__)
 
@@ -313,7 +313,7 @@ async def source_api(
         return StreamsAPI(clients["streams"], clients["source"])
     from aiobotocore.session import get_session  # noqa: PLC0415 - only for Kinesis sources
 
-    from replicator.aws import client_config  # noqa: PLC0415 - same
+    from replicator.aws.clients import client_config  # noqa: PLC0415 - same
 
     kinesis = await stack.enter_async_context(
         get_session().create_client(

@@ -11,7 +11,7 @@ import dataclasses
 import time
 from typing import Any, Literal
 
-from replicator.errors import (
+from replicator.core.errors import (
     ExpiredIteratorError,
     ShardGoneError,
     StreamConfigError,

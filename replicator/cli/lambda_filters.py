@@ -1,0 +1,63 @@
+"""``replicator lambda-filters``: the config's filters as an event source mapping's FilterCriteria.
+
+With the Lambda deployment, the mapping drops unwanted records before the function is invoked (they
+cost no invocation); the handler runs the same filters again, so both modes keep one implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from replicator.cli.common import config_option
+from replicator.core.errors import ConfigError
+
+_NO_FILTERS = "no filters configured: leave FilterCriteria out of the event source mapping"
+
+
+def _criteria(config_path: Path | None) -> tuple[dict[str, Any], list[str]]:
+    from replicator.core.config import load_config  # noqa: PLC0415 - keep CLI start-up light
+    from replicator.pipeline.filters import compile_filters, lambda_filter_criteria  # noqa: PLC0415 - same
+
+    cfg = load_config(config_path)
+    return lambda_filter_criteria(cfg.filters), list(compile_filters(cfg.filters).warnings)
+
+
+def render_yaml(criteria: dict[str, Any]) -> str:
+    """Render ``FilterCriteria:`` for an ``AWS::Serverless::Function`` DynamoDB event's Properties."""
+    # Each Pattern stays one JSON string on one line (Lambda parses it); a huge width stops folding.
+    return yaml.safe_dump({"FilterCriteria": criteria}, sort_keys=False, width=2**31 - 1, default_flow_style=False)
+
+
+@click.command("lambda-filters")
+@config_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["json", "yaml"]),
+    default="json",
+    show_default=True,
+    help="json: the FilterCriteria object (for the CLI or the API); yaml: a snippet for the SAM template.",
+)
+def command(config_path: Path | None, output_format: str) -> None:
+    """Print the event source mapping FilterCriteria equivalent to the configuration's filters."""
+    try:
+        criteria, warnings = _criteria(config_path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not criteria["Filters"]:
+        click.echo(f"note: {_NO_FILTERS}", err=True)
+    if output_format == "json":
+        click.echo(json.dumps(criteria, indent=2))
+    elif criteria["Filters"]:
+        click.echo(render_yaml(criteria), nl=False)
+    else:
+        click.echo(f"# {_NO_FILTERS}")

@@ -1,0 +1,44 @@
+"""``replicator redrive``: replay dead letters from a JSONL file or an SQS queue."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from replicator.cli.common import config_option, load_or_exit
+from replicator.core.errors import ReplicatorError
+
+
+@click.command("redrive")
+@config_option
+@click.option(
+    "--source",
+    default=None,
+    help="A JSONL file (path or file:// URL) or an SQS queue URL; default: failure.on_failure.destination.",
+)
+@click.option("--dry-run", is_flag=True, help="Run the pipeline only: report what would happen; write, delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def command(config_path: Path | None, source: str | None, *, dry_run: bool, as_json: bool) -> None:
+    """Replay dead letters through the same pipeline and conditional writer (safe: last writer wins).
+
+    Exit status: 0 when every dead letter reached an outcome, 1 when some failed again, 2 on bad input.
+    """
+    from replicator.observe import logs  # noqa: PLC0415 - keep CLI start-up light
+    from replicator.ops.redrive import redrive, report_json  # noqa: PLC0415
+
+    cfg = load_or_exit(config_path)
+    logs.configure(cfg.logging.level, cfg.logging.format)
+    try:
+        report = asyncio.run(redrive(cfg, source=source, dry_run=dry_run))
+    except (ReplicatorError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(report_json(report))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    sys.exit(0 if report.ok else 1)

@@ -1,0 +1,1 @@
+"""What every other package builds on: change records, the AttributeValue codec, errors, config, retries."""

@@ -1,0 +1,1 @@
+"""Operator tools that reuse the pipeline and writer: backfill, verify, redrive, status."""

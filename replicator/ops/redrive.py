@@ -1,0 +1,332 @@
+"""Replay dead letters through the same pipeline, batch processor and conditional writer as the service.
+
+Replaying is safe at any time and any number of times: every write is conditional on last-writer-wins,
+so a dead letter older than what the target holds ends ``superseded`` and changes nothing.
+
+- From a JSONL file: every dead letter is replayed; those that fail again are written to a new file next
+  to it (``<name>.redrive-<UTC time>.jsonl``, named in the report). The source file is never modified.
+- From an SQS queue: messages are received in chunks (invisible meanwhile) and deleted only after their
+  record reached an outcome; one that fails again is left in the queue and reappears after its
+  visibility timeout.
+
+``maximum_record_age_seconds`` does not apply (a dead letter is old by nature), and an unlimited
+``maximum_retry_attempts`` becomes ``REDRIVE_RETRY_ATTEMPTS``, so a run against a target that is down
+ends with the records counted as failed again instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from replicator.observe.metrics import Metrics
+from replicator.pipeline.stages import Pipeline
+from replicator.sink import deadletter
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+    from pathlib import Path
+
+    from replicator.core.config import Config
+    from replicator.core.records import ChangeRecord
+    from replicator.pipeline.processor import BatchProcessor
+
+log = structlog.get_logger(__name__)
+
+REDRIVE_RETRY_ATTEMPTS = 10
+SQS_VISIBILITY_TIMEOUT_S = 900
+SQS_CHUNK_DOCUMENTS = 500
+
+
+@dataclasses.dataclass(slots=True)
+class RedriveReport:
+    """What a redrive did."""
+
+    source: str
+    dry_run: bool
+    read: int = 0
+    outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    failed_again: int = 0
+    failure_types: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    unreadable: int = 0
+    failed_path: Path | None = None
+    deleted_messages: int = 0
+    left_in_queue: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every dead letter reached an outcome other than failing again."""
+        return self.failed_again == 0 and self.unreadable == 0 and self.left_in_queue == 0
+
+    def lines(self) -> list[str]:
+        """Describe the run, for people."""
+        mode = " (dry run: nothing written or deleted)" if self.dry_run else ""
+        out = [f"redrive of {self.source}{mode}: {self.read} dead letters read"]
+        out.extend(f"  {outcome}: {count}" for outcome, count in sorted(self.outcomes.items()))
+        if self.failed_again:
+            kinds = ", ".join(f"{k} x{v}" for k, v in sorted(self.failure_types.items()))
+            out.append(f"  failed again: {self.failed_again} ({kinds})")
+        if self.unreadable:
+            out.append(f"  unreadable: {self.unreadable}")
+        if self.failed_path is not None:
+            out.append(f"  dead letters that failed again were written to {self.failed_path}")
+        if self.deleted_messages:
+            out.append(f"  SQS messages deleted: {self.deleted_messages}")
+        if self.left_in_queue:
+            out.append(f"  left in the queue (reappear after the visibility timeout): {self.left_in_queue}")
+        return out
+
+
+class _Collector:
+    """A dead-letter sink that keeps what fails again, for the report and the new file."""
+
+    def __init__(self) -> None:
+        self.failures: dict[tuple[str, str], tuple[BaseException, int]] = {}
+
+    async def send(self, record: ChangeRecord, *, error: BaseException, attempts: int) -> None:
+        self.failures[(record.shard_id, record.sequence_number)] = (error, attempts)
+
+
+def redrive_config(cfg: Config) -> Config:
+    """Adapt the configuration for a redrive (no record age limit, bounded retries)."""
+    attempts = cfg.failure.maximum_retry_attempts
+    failure = cfg.failure.model_copy(
+        update={
+            "maximum_record_age_seconds": -1,
+            "maximum_retry_attempts": attempts if attempts >= 0 else REDRIVE_RETRY_ATTEMPTS,
+        }
+    )
+    return cfg.model_copy(update={"failure": failure})
+
+
+def _sort_key(doc: dict[str, Any]) -> tuple[str, int]:
+    seq = str(doc.get("sequenceNumber") or "0")
+    return str(doc.get("shardId") or ""), int(seq) if seq.isdigit() else 0
+
+
+class Redriver:
+    """Replays dead-letter documents; one instance per run."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        processor: BatchProcessor | None,
+        collector: _Collector,
+        report: RedriveReport,
+    ) -> None:
+        """Wire the parts; ``processor`` None means a dry run."""
+        self.cfg = cfg
+        self.processor = processor
+        self.collector = collector
+        self.report = report
+        self.pipeline = Pipeline.from_config(cfg)
+
+    async def replay(self, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Replay documents (per shard, in sequence order); return the ones that failed again."""
+        records: list[tuple[dict[str, Any], ChangeRecord]] = []
+        failed: list[dict[str, Any]] = []
+        for doc in sorted(docs, key=_sort_key):
+            try:
+                records.append((doc, deadletter.record_from_document(doc)))
+            except deadletter.DeadLetterError as exc:
+                self.report.unreadable += 1
+                log.error("dead_letter_unreadable", id=doc.get("id"), error=str(exc))  # noqa: TRY400 - no traceback wanted
+                failed.append(doc)
+        self.report.read += len(docs)
+        if self.processor is None:
+            self._dry_run([r for _, r in records])
+            return failed
+        size = self.cfg.failure.batch_size
+        by_key = {(r.shard_id, r.sequence_number): d for d, r in records}
+        for start in range(0, len(records), size):
+            batch = [r for _, r in records[start : start + size]]
+            result = await self.processor.process(batch)
+            self.report.outcomes.update({k: v for k, v in result.outcomes.items() if k != "dead_lettered"})
+        for key, (error, attempts) in self.collector.failures.items():
+            original = by_key.get(key)
+            if original is None:
+                continue
+            self.report.failed_again += 1
+            self.report.failure_types[type(error).__name__] += 1
+            failed.append(_failed_again(original, error, attempts))
+        self.collector.failures.clear()
+        return failed
+
+    def _dry_run(self, records: Sequence[ChangeRecord]) -> None:
+        for record in records:
+            try:
+                decision = self.pipeline.run(record)
+            except Exception as exc:  # noqa: BLE001 - a dry run reports every failure, whatever it is
+                self.report.failed_again += 1
+                self.report.failure_types[type(exc).__name__] += 1
+                continue
+            self.report.outcomes[decision if isinstance(decision, str) else "would_write"] += 1
+
+
+def _failed_again(doc: dict[str, Any], error: BaseException, attempts: int) -> dict[str, Any]:
+    history = [*doc.get("previousErrors", []), doc.get("error")]
+    return {
+        **doc,
+        "error": {
+            "type": type(error).__name__,
+            "message": str(error),
+            "cause": None if error.__cause__ is None else type(error.__cause__).__name__,
+        },
+        "previousErrors": history,
+        "attempts": int(doc.get("attempts") or 0) + attempts,
+        "redrivenAt": dt.datetime.now(tz=dt.UTC).isoformat(),
+    }
+
+
+def failed_file_for(path: Path, clock: Callable[[], float] = time.time) -> Path:
+    """Name the file a redrive of ``path`` writes its failures to: beside it, by the run's UTC time."""
+    stamp = dt.datetime.fromtimestamp(clock(), tz=dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return path.with_name(f"{path.stem}.redrive-{stamp}.jsonl")
+
+
+async def redrive(
+    cfg: Config,
+    *,
+    source: str | None = None,
+    dry_run: bool = False,
+    metrics: Metrics | None = None,
+    clients: dict[str, Any] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> RedriveReport:
+    """Replay the dead letters in ``source`` (default: ``failure.on_failure.destination``).
+
+    ``clients`` may hold ready ``target`` and ``sqs`` clients (tests); otherwise they are opened here.
+    Raises DeadLetterError when there is no source or a JSONL line is not JSON.
+    """
+    src = source or cfg.failure.on_failure.destination
+    if not src:
+        raise deadletter.DeadLetterError("no dead-letter source: pass --source or set failure.on_failure.destination")
+    rcfg = redrive_config(cfg)
+    metrics = metrics or Metrics()
+    report = RedriveReport(source=src, dry_run=dry_run)
+    collector = _Collector()
+    async with contextlib.AsyncExitStack() as stack:
+        processor = None
+        if not dry_run:
+            from replicator.pipeline.processor import build_processor  # noqa: PLC0415 - service imports much; CLI start-up
+
+            target = (clients or {}).get("target")
+            if target is None:
+                from replicator.aws.clients import open_clients  # noqa: PLC0415 - only when not injected
+
+                target = (await open_clients(stack, rcfg))["target"]
+            processor = build_processor(rcfg, target_client=target, metrics=metrics, dead_letters=collector)
+        redriver = Redriver(rcfg, processor=processor, collector=collector, report=report)
+        if deadletter.is_sqs_url(src):
+            sqs = (clients or {}).get("sqs") or await deadletter.open_sqs_client(stack, rcfg, src)
+            await _redrive_sqs(redriver, sqs, src, report, dry_run=dry_run)
+        else:
+            await _redrive_jsonl(redriver, deadletter.jsonl_path(src), report, dry_run=dry_run, clock=clock)
+    log.info("redrive_done", source=src, read=report.read, failed_again=report.failed_again, dry_run=dry_run)
+    return report
+
+
+async def _redrive_jsonl(
+    redriver: Redriver, path: Path, report: RedriveReport, *, dry_run: bool, clock: Callable[[], float]
+) -> None:
+    docs = deadletter.read_jsonl(path)
+    failed = await redriver.replay(docs)
+    if failed and not dry_run:
+        out = failed_file_for(path, clock)
+        sink = deadletter.JsonlDeadLetters(out)
+        for doc in failed:
+            await sink.send_document(doc)
+        report.failed_path = out
+
+
+async def _receive_chunk(
+    sqs: Any,  # noqa: ANN401 - aiobotocore SQS client
+    queue_url: str,
+    assembler: deadletter.SqsAssembler,
+    handles: dict[str, list[str]],
+    report: RedriveReport,
+) -> list[dict[str, Any]]:
+    """Receive up to a chunk of complete dead letters (their messages stay invisible meanwhile)."""
+    docs: list[dict[str, Any]] = []
+    while len(docs) < SQS_CHUNK_DOCUMENTS:
+        resp = await sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=deadletter.SQS_BATCH_MAX,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=SQS_VISIBILITY_TIMEOUT_S,
+        )
+        messages = resp.get("Messages") or []
+        if not messages:
+            break
+        for msg in messages:
+            try:
+                doc_id, doc = assembler.add(msg["Body"])
+            except (ValueError, KeyError, deadletter.DeadLetterError) as exc:
+                report.unreadable += 1
+                log.error("dead_letter_unreadable", message_id=msg.get("MessageId"), error=str(exc))  # noqa: TRY400 - no traceback wanted
+                continue
+            handles[doc_id].append(msg["ReceiptHandle"])
+            if doc is not None:
+                docs.append(doc)
+    return docs
+
+
+async def _batched(call: Callable[..., Awaitable[Any]], queue_url: str, entries: list[dict[str, Any]]) -> None:
+    for start in range(0, len(entries), deadletter.SQS_BATCH_MAX):
+        chunk = entries[start : start + deadletter.SQS_BATCH_MAX]
+        await call(QueueUrl=queue_url, Entries=[{"Id": str(i), **e} for i, e in enumerate(chunk)])
+
+
+async def _redrive_sqs(
+    redriver: Redriver,
+    sqs: Any,  # noqa: ANN401 - aiobotocore SQS client
+    queue_url: str,
+    report: RedriveReport,
+    *,
+    dry_run: bool,
+) -> None:
+    assembler = deadletter.SqsAssembler()
+    handles: dict[str, list[str]] = collections.defaultdict(list)
+    while docs := await _receive_chunk(sqs, queue_url, assembler, handles, report):
+        failed = await redriver.replay(docs)
+        if dry_run:
+            continue
+        failed_ids = {str(d.get("id")) for d in failed}
+        done_ids = [str(d.get("id")) for d in docs if str(d.get("id")) not in failed_ids]
+        done = [{"ReceiptHandle": h} for doc_id in done_ids for h in handles.pop(doc_id, [])]
+        report.left_in_queue += len(failed_ids)
+        # Deleted only now that every record of the chunk reached its outcome.
+        await _batched(sqs.delete_message_batch, queue_url, done)
+        report.deleted_messages += len(done)
+    if dry_run:
+        # A dry run only looked: make every message it received visible again at once.
+        every = [{"ReceiptHandle": h, "VisibilityTimeout": 0} for hs in handles.values() for h in hs]
+        await _batched(sqs.change_message_visibility_batch, queue_url, every)
+    elif assembler.incomplete:
+        report.left_in_queue += len(assembler.incomplete)
+        log.warning("dead_letter_parts_missing", ids=len(assembler.incomplete))
+
+
+def report_json(report: RedriveReport) -> str:
+    """Render the report as one JSON object (for scripts)."""
+    return json.dumps(
+        {
+            "source": report.source,
+            "dry_run": report.dry_run,
+            "read": report.read,
+            "outcomes": dict(report.outcomes),
+            "failed_again": report.failed_again,
+            "unreadable": report.unreadable,
+            "failed_path": None if report.failed_path is None else str(report.failed_path),
+            "deleted_messages": report.deleted_messages,
+            "left_in_queue": report.left_in_queue,
+        }
+    )

@@ -1,0 +1,272 @@
+"""A batch of one shard's changes, from pipeline to target: shared by the service and the Lambda handler.
+
+Ordering: changes to one key are applied in source order (a batch holds one shard's records, and a
+shard's batches are processed one after another); writes to different keys run concurrently. Within a
+batch, a key's changes collapse to the one with the greatest version: last-writer-wins would discard the
+others anyway, so they are counted ``collapsed`` and cost no write.
+
+Failure: transient errors are retried (``retry.py``). A record that cannot be written (a transform
+raised, the target rejected it, it is older than ``maximum_record_age_s``, its write still failed
+transiently after ``retry_policy.max_attempts``) goes to the dead-letter destination when one is
+configured; without one, ``PoisonRecordError`` stops the shard before its checkpoint passes the record.
+With ``bisect_on_error`` (``failure.bisect_batch_on_function_error``) an unexpected error raised for one
+record is isolated to that record like the known ones, which is where Lambda's bisection converges;
+without it such an error fails the whole batch (see DESIGN.md, "Failure handling").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from replicator.core.config import Config
+from replicator.core.errors import ConfigError, RecordRejectedError, ReplicatorError, TransformError, is_transient
+from replicator.core.records import ChangeRecord
+from replicator.core.retry import RetryPolicy, retrying
+from replicator.observe.logs import record_fields
+from replicator.observe.metrics import Metrics
+from replicator.pipeline.stages import Pipeline
+from replicator.sink.writer import ConditionalWriter, Write
+
+log = structlog.get_logger(__name__)
+
+
+class DeadLetterSink(Protocol):
+    """Where records that cannot be replicated go, with everything needed to replay them.
+
+    ``send`` returns once the dead letter is durably stored; raising means it was not, and the caller
+    must not advance the checkpoint past the record.
+    """
+
+    async def send(self, record: ChangeRecord, *, error: BaseException, attempts: int) -> None:
+        """Store one dead letter durably."""
+        ...
+
+
+class PoisonRecordError(ReplicatorError):
+    """A record could not be replicated and there is no dead-letter destination to put it in."""
+
+    def __init__(self, record: ChangeRecord, cause: BaseException) -> None:
+        """Name the record by shard and sequence number (never by contents)."""
+        self.record = record
+        super().__init__(
+            f"record at shard {record.shard_id} sequence {record.sequence_number} cannot be replicated "
+            f"({type(cause).__name__}: {cause}); configure failure.on_failure.destination to dead-letter it"
+        )
+
+
+@dataclasses.dataclass(slots=True)
+class BatchResult:
+    """What became of each record of a batch."""
+
+    outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+    @property
+    def total(self) -> int:
+        """Records accounted for."""
+        return sum(self.outcomes.values())
+
+
+class BatchProcessor:
+    """Runs batches through the pipeline and the conditional writer."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        writer: ConditionalWriter,
+        metrics: Metrics,
+        retry_policy: RetryPolicy,
+        max_concurrent_writes: int,
+        dead_letters: DeadLetterSink | None = None,
+        maximum_record_age_s: float = -1,
+        bisect_on_error: bool = True,
+        clock: Callable[[], float] = time.time,
+        source_writer: ConditionalWriter | None = None,
+    ) -> None:
+        """Wire the parts; no I/O. ``source_writer``: also tombstone deletes in the source (active-active)."""
+        self.pipeline = pipeline
+        self.writer = writer
+        self.source_writer = source_writer
+        self.metrics = metrics
+        self.retry_policy = retry_policy
+        self.dead_letters = dead_letters
+        self.maximum_record_age_s = maximum_record_age_s
+        self.bisect_on_error = bisect_on_error
+        self._clock = clock
+        self._semaphore = asyncio.Semaphore(max_concurrent_writes)
+
+    async def process(self, records: Sequence[ChangeRecord]) -> BatchResult:
+        """Process one shard's batch; returns when every record has its outcome.
+
+        Raises PoisonRecordError (no destination for a record that cannot be replicated) or a
+        transient error when the retry policy gave up; then no record of the batch may be checkpointed.
+        """
+        result = BatchResult()
+        latest: dict[tuple[tuple[str, str, str], ...], Write] = {}
+        now = self._clock()
+        for record in records:
+            if self.maximum_record_age_s >= 0 and now - record.approximate_creation_time_s > self.maximum_record_age_s:
+                await self._dead_letter(
+                    record, RecordRejectedError(f"record older than {self.maximum_record_age_s} s"), 0, result
+                )
+                continue
+            try:
+                decision = self.pipeline.run(record)
+            except (TransformError, RecordRejectedError) as exc:
+                await self._dead_letter(record, exc, 1, result)
+                continue
+            except Exception as exc:
+                if not self.bisect_on_error:
+                    raise
+                await self._dead_letter(record, exc, 1, result)
+                continue
+            if isinstance(decision, str):
+                result.outcomes[decision] += 1
+                continue
+            key = decision.record.key_id
+            previous = latest.get(key)
+            if previous is None or previous.version < decision.version:
+                latest[key] = decision
+            if previous is not None:
+                result.outcomes["collapsed"] += 1
+        if latest:
+            await self._write_all(list(latest.values()), result)
+        self._account(result, records)
+        return result
+
+    async def _write_all(self, writes: list[Write], result: BatchResult) -> None:
+        try:
+            await asyncio.gather(*(self._write(w, result) for w in writes))
+        finally:
+            # Counted once per batch, not per write: a labelled child lookup per record was measurable
+            # (bench/). A batch holds one shard's records.
+            if result.outcomes["replicated"]:
+                shard = writes[0].record.shard_id
+                self.metrics.records_written.labels(shard=shard).inc(result.outcomes["replicated"])
+
+    async def _write(self, write: Write, result: BatchResult) -> None:
+        async with self._semaphore:
+            try:
+                outcome = await retrying(
+                    "PutItem" if write.item is not None else "DeleteItem",
+                    lambda: self.writer.write(write),
+                    policy=self.retry_policy,
+                    metrics=self.metrics,
+                )
+                if self.source_writer is not None and write.item is None:
+                    await self._tombstone_source(write, self.source_writer)
+            except RecordRejectedError as exc:
+                await self._dead_letter(write.record, exc, 1, result)
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    # Retries ran out (only with a finite failure.maximum_retry_attempts): as Lambda
+                    # does, the record goes to the destination and the shard moves on.
+                    if self.retry_policy.max_attempts is None:
+                        raise
+                    await self._dead_letter(write.record, exc, self.retry_policy.max_attempts + 1, result)
+                    return
+                if not self.bisect_on_error:
+                    raise
+                await self._dead_letter(write.record, exc, 1, result)
+                return
+        result.outcomes[outcome] += 1
+        if outcome == "replicated":
+            self.metrics.replication_latency.observe(max(0.0, self._clock() - write.record.approximate_creation_time_s))
+        else:
+            self.metrics.conflicts.inc()
+
+    async def _tombstone_source(self, write: Write, writer: ConditionalWriter) -> None:
+        # The application's delete removed the item from the source, so nothing there stops an older
+        # write replicated from the other region from bringing it back. A tombstone with the delete's
+        # version does (and loses, by the same conditions, to any newer write made there since). The
+        # source keys come from the untouched event: transforms may have rewritten the target's keys.
+        keys = write.record.event["dynamodb"]["Keys"]
+        await retrying(
+            "PutItem",
+            lambda: writer.write(dataclasses.replace(write, keys=keys)),
+            policy=self.retry_policy,
+            metrics=self.metrics,
+        )
+
+    async def _dead_letter(
+        self, record: ChangeRecord, error: BaseException, attempts: int, result: BatchResult
+    ) -> None:
+        if self.dead_letters is None:
+            raise PoisonRecordError(record, error) from error
+        await self.dead_letters.send(record, error=error, attempts=attempts)
+        # record_fields: keys and images only when logging.log_item_contents is true.
+        log.error("dead_lettered", **record_fields(record), error=type(error).__name__)
+        self.metrics.dead_letters.inc()
+        result.outcomes["dead_lettered"] += 1
+
+    def _account(self, result: BatchResult, records: Sequence[ChangeRecord]) -> None:
+        for outcome, count in result.outcomes.items():
+            self.metrics.records.labels(outcome=outcome).inc(count)
+        self.metrics.batch_size.observe(len(records))
+        if result.total != len(records):
+            # Every record read must end in exactly one outcome; a mismatch is a bug worth shouting about.
+            log.error("accounting_mismatch", records=len(records), accounted=result.total)
+
+
+def build_processor(
+    cfg: Config,
+    *,
+    target_client: Any,  # noqa: ANN401 - aiobotocore client
+    metrics: Metrics,
+    dead_letters: DeadLetterSink | None,
+    clock: Callable[[], float] = time.time,
+    source_client: Any = None,  # noqa: ANN401 - aiobotocore client, for replication.source_tombstones
+) -> BatchProcessor:
+    """The pipeline, the writer and the batch processor: the same for the service and the Lambda handler."""
+    writer = ConditionalWriter(
+        target_client,
+        table=cfg.target.table,
+        cfg=cfg.replication,
+        origin_region=cfg.source.region,
+        target_region=cfg.target.region,
+        clock=clock,
+    )
+    source_writer = None
+    if cfg.replication.source_tombstones and cfg.replication.deletes == "tombstone":
+        if source_client is None or cfg.source.table is None:
+            raise ConfigError("replication.source_tombstones needs source.table (and a source client)")
+        # It writes into the source region: the change's own region is the "target" for tie rules.
+        source_writer = ConditionalWriter(
+            source_client,
+            table=cfg.source.table,
+            cfg=cfg.replication,
+            origin_region=cfg.source.region,
+            target_region=cfg.source.region,
+            clock=clock,
+            replace_local_writes=False,
+        )
+    pipeline = Pipeline.from_config(cfg, clock=clock)
+    for warning in pipeline.filters.warnings:
+        # Lambda-compatible but surprising: e.g. a numeric pattern on an N value can never match.
+        log.warning("filter_never_matches", detail=warning)
+    return BatchProcessor(
+        source_writer=source_writer,
+        pipeline=pipeline,
+        writer=writer,
+        metrics=metrics,
+        retry_policy=write_retry_policy(cfg),
+        max_concurrent_writes=cfg.target.max_concurrent_writes,
+        dead_letters=dead_letters,
+        maximum_record_age_s=cfg.failure.maximum_record_age_seconds,
+        bisect_on_error=cfg.failure.bisect_batch_on_function_error,
+        clock=clock,
+    )
+
+
+def write_retry_policy(cfg: Config) -> RetryPolicy:
+    """Retries of target writes: unlimited unless ``failure.maximum_retry_attempts`` says otherwise."""
+    attempts = cfg.failure.maximum_retry_attempts
+    return RetryPolicy(max_attempts=None if attempts < 0 else attempts)

@@ -1,0 +1,108 @@
+"""Versions: one sortable string per change that orders all changes to a key totally.
+
+``<timestamp µs, 17 digits>#<origin region>#<tie-breaker, 56 digits>`` compares as a string exactly as
+the tuple (timestamp, origin, tie-breaker) compares, because ``#`` sorts below every character a region
+name may hold ([a-z0-9-]) and the numbers are zero-padded to a fixed width. One string lets a single
+ConditionExpression (``#ver < :ver``) decide last-writer-wins.
+
+- timestamp: the item's ``replication.timestamp_attribute`` when configured and present, else the
+  stream record's ApproximateCreationDateTime. Without an application timestamp, the time is bumped past
+  the version the item carried before this change (a hybrid logical clock), so a change always
+  supersedes the state it modified, even when the stream's one-second clock says otherwise.
+- origin: the configured source region (never ``awsRegion`` or an ARN: DynamoDB Local says ``ddblocal``).
+- tie-breaker: the source sequence number, so same-origin changes in one microsecond keep source order.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+from replicator.core.records import AttributeValue, ChangeRecord, Item
+
+TS_DIGITS = 17
+TIEBREAK_DIGITS = 56
+"""DynamoDB Streams sequence numbers have 21-40 digits, Kinesis Data Streams' 56."""
+TimestampUnit = Literal["s", "ms", "us"]
+_PER_SECOND: dict[TimestampUnit, int] = {"s": 1, "ms": 1_000, "us": 1_000_000}
+
+
+def encode(timestamp_us: int, origin: str, tiebreak: str) -> str:
+    """Encode a version; ``tiebreak`` is a decimal string (a sequence number)."""
+    if timestamp_us < 0 or timestamp_us >= 10**TS_DIGITS:
+        raise ValueError(f"version timestamp {timestamp_us} µs is out of range")
+    if not tiebreak.isdigit() or len(tiebreak) > TIEBREAK_DIGITS:
+        raise ValueError(f"version tie-breaker {tiebreak!r} is not a decimal of at most {TIEBREAK_DIGITS} digits")
+    return f"{timestamp_us:0{TS_DIGITS}d}#{origin}#{tiebreak:0>{TIEBREAK_DIGITS}}"
+
+
+def timestamp_of(version: str) -> int:
+    """Return the timestamp (µs) part of an encoded version."""
+    return int(version[:TS_DIGITS])
+
+
+def parse_app_timestamp(value: AttributeValue | None, unit: TimestampUnit) -> int | None:
+    """Return an application timestamp attribute as epoch µs, or None if absent or not a number."""
+    if not value or "N" not in value:
+        return None
+    try:
+        number = Decimal(value["N"])
+    except InvalidOperation:
+        return None
+    return int(number * (1_000_000 // _PER_SECOND[unit]))
+
+
+def app_timestamp_value(timestamp_us: int, unit: TimestampUnit) -> AttributeValue:
+    """Render µs as the application's timestamp attribute (N in the configured unit, rounded up)."""
+    per = 1_000_000 // _PER_SECOND[unit]
+    return {"N": str(-(-timestamp_us // per))}
+
+
+def _marker_version(image: Item | None, version_attribute: str) -> str | None:
+    if not image:
+        return None
+    value = image.get(version_attribute)
+    if value is None or "S" not in value:
+        return None
+    return str(value["S"])
+
+
+def change_version(
+    record: ChangeRecord,
+    *,
+    origin: str,
+    version_attribute: str,
+    timestamp_attribute: str | None,
+    timestamp_unit: TimestampUnit,
+) -> tuple[str, int | None]:
+    """Return ``(version, app_timestamp_us)`` for a change read from the source.
+
+    ``app_timestamp_us`` is the application's own timestamp (None when not configured or absent);
+    for a delete it is derived: after both the stream time and the deleted image's timestamp.
+    """
+    stream_us = int(Decimal(str(record.approximate_creation_time_s)) * 1_000_000)
+    app_us: int | None = None
+    if timestamp_attribute is not None:
+        if record.event_name == "REMOVE":
+            unit_us = _PER_UNIT_US[timestamp_unit]
+            old_us = parse_app_timestamp((record.old_image or {}).get(timestamp_attribute), timestamp_unit)
+            # A delete happened after the write it removes; the stream's clock has one-second steps.
+            # Always derived, so the tombstone carries the timestamp the conditions compare, and in
+            # whole units: the tombstone's timestamp attribute (in the unit) must order as the version.
+            derived = stream_us if old_us is None else max(stream_us, old_us + unit_us)
+            app_us = -(-derived // unit_us) * unit_us
+        else:
+            app_us = parse_app_timestamp((record.new_image or {}).get(timestamp_attribute), timestamp_unit)
+    if app_us is not None:
+        ts = app_us
+    else:
+        ts = stream_us
+        previous = _marker_version(record.old_image, version_attribute) or _marker_version(
+            record.new_image, version_attribute
+        )
+        if previous is not None:
+            ts = max(ts, timestamp_of(previous) + 1)
+    return encode(ts, origin, record.sequence_number), app_us
+
+
+_PER_UNIT_US: dict[TimestampUnit, int] = {"s": 1_000_000, "ms": 1_000, "us": 1}

@@ -1,0 +1,157 @@
+"""LeaseManager against an in-memory table with DynamoDB's conditional-write semantics (fast, no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+
+from replicator.checkpoint.leases import LeaseManager
+from replicator.core.config import LeaseConfig
+from replicator.core.errors import LeaseLostError
+from replicator.source.shards import Shard, ShardTree
+
+ARN = "arn:aws:kinesis:us-east-1:1:stream/s"
+
+
+class _ConditionFailedError(Exception):
+    response = {"Error": {"Code": "ConditionalCheckFailedException"}}  # noqa: RUF012 - botocore's shape
+
+
+class _FakeTable:
+    """Just the conditions and updates LeaseManager uses, evaluated as DynamoDB would."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+
+    async def query(self, **_: Any) -> dict[str, Any]:
+        return {"Items": [dict(i) for i in self.items.values()]}
+
+    async def put_item(self, *, Item: dict[str, Any], **_: Any) -> None:  # noqa: N803 - botocore's names
+        if Item["shardId"]["S"] in self.items:
+            raise _ConditionFailedError
+        self.items[Item["shardId"]["S"]] = dict(Item)
+
+    async def update_item(self, **kwargs: Any) -> None:
+        item = self.items[kwargs["Key"]["shardId"]["S"]]
+        values = kwargs["ExpressionAttributeValues"]
+        condition, update = kwargs["ConditionExpression"], kwargs["UpdateExpression"]
+        ok = True
+        if "leaseOwner = :me" in condition:
+            ok &= item.get("leaseOwner") == values[":me"]
+        if "leaseCounter = :c" in condition:
+            ok &= item.get("leaseCounter") == values[":c"]
+        if "attribute_not_exists(leaseCounter)" in condition:
+            ok &= "leaseCounter" not in item
+        if "shardEnd = :false" in condition:
+            ok &= not item.get("shardEnd", {}).get("BOOL", False)
+        if not ok:
+            raise _ConditionFailedError
+        if update.startswith("REMOVE leaseOwner"):
+            item.pop("leaseOwner", None)
+        for name, ref in re.findall(r"(\w+) = (:\w+)", update.split("SET", 1)[-1]):
+            item[name] = values[ref]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _tree(*shards: Shard) -> ShardTree:
+    tree = ShardTree()
+    tree.update(shards)
+    return tree
+
+
+def _manager(table: _FakeTable, worker: str, clock: _Clock) -> LeaseManager:
+    return LeaseManager(table, "leases", stream_arn=ARN, worker_id=worker, cfg=LeaseConfig(enabled=True), clock=clock)
+
+
+async def test_a_new_worker_steals_one_lease_per_round_until_balanced_and_the_victim_is_fenced() -> None:
+    """B joins A's 4 leases: one steal per round, 2 each; A's checkpoint on a stolen shard is refused."""
+    table, clock = _FakeTable(), _Clock()
+    tree = _tree(*(Shard(f"s{i}", None, "1") for i in range(4)))
+    a, b = _manager(table, "A", clock), _manager(table, "B", clock)
+    await a.ensure_leases(tree.shards.values())
+    assert len(await a.rebalance(tree)) == 4
+    assert len(await b.rebalance(tree)) == 1
+    assert len(await b.rebalance(tree)) == 1
+    assert await b.rebalance(tree) == []  # balanced: 2 and 2, no more stealing
+    stolen = b.held()
+    assert len(stolen) == 2
+    victim = next(iter(stolen))
+    stop = a.stop_event(victim)
+    with pytest.raises(LeaseLostError):
+        await a.checkpoint(victim, "5", shard_end=False, parent_shard_id=None)
+    assert stop.is_set()
+    await a.rebalance(tree)
+    assert a.held() == {"s0", "s1", "s2", "s3"} - stolen
+    await b.checkpoint(victim, "7", shard_end=False, parent_shard_id=None)
+    assert table.items[victim]["checkpoint"] == {"S": "7"}
+
+
+async def test_a_dead_workers_leases_are_taken_only_after_the_failover_time() -> None:
+    """Leases whose counter stops moving are taken after failover_time_s of this worker's own clock."""
+    table, clock = _FakeTable(), _Clock()
+    tree = _tree(Shard("s0", None, "1"), Shard("s1", None, "1"))
+    a, b = _manager(table, "A", clock), _manager(table, "B", clock)
+    await a.ensure_leases(tree.shards.values())
+    await a.rebalance(tree)
+    await b.rebalance(tree)  # first sight of A's counters; B steals one (2 > fair share 1)
+    clock.now += 5
+    await a.renew_all()
+    clock.now += 5.5  # 10.5 s after B first saw the lease A still holds, but A renewed 5.5 s ago
+    await b.rebalance(tree)
+    assert len(b.held()) == 1
+    clock.now += 11  # A is gone: no renewal for more than failover_time_s
+    assert len(await b.rebalance(tree)) == 1
+    assert b.held() == {"s0", "s1"}
+
+
+async def test_a_child_is_taken_only_after_its_parent_ended_and_release_frees_leases() -> None:
+    """The child's lease stays untaken until the parent's item says shardEnd; release removes the owner."""
+    table, clock = _FakeTable(), _Clock()
+    tree = _tree(Shard("p", None, "1", "9"), Shard("c", "p", "10"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    assert await a.rebalance(tree) == ["p"]
+    assert await a.rebalance(tree) == []
+    await a.checkpoint("p", "9", shard_end=True, parent_shard_id=None)
+    assert a.held() == set()
+    assert await a.rebalance(tree) == ["c"]
+    await a.release_all()
+    assert "leaseOwner" not in table.items["c"]
+    b = _manager(table, "B", clock)
+    assert await b.rebalance(tree) == ["c"]  # unowned: no need to wait for the failover time
+
+
+class _SlowQueryTable(_FakeTable):
+    """Query reads its snapshot at once but answers later, as a slow network would."""
+
+    async def query(self, **kwargs: Any) -> dict[str, Any]:
+        snapshot = await super().query(**kwargs)
+        await asyncio.sleep(0.05)
+        return snapshot
+
+
+async def test_a_checkpoint_during_a_refresh_does_not_drop_the_lease() -> None:
+    """A counter bumped by our own checkpoint while the lease Query was in flight is a stale read, not a loss."""
+    table, clock = _SlowQueryTable(), _Clock()
+    tree = _tree(Shard("s0", None, "1"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    await a.rebalance(tree)
+
+    async def checkpoint_soon() -> None:
+        await asyncio.sleep(0.01)
+        await a.checkpoint("s0", "5", shard_end=False, parent_shard_id=None)
+
+    await asyncio.gather(a.rebalance(tree), checkpoint_soon())
+    assert a.held() == {"s0"}
+    await a.checkpoint("s0", "6", shard_end=False, parent_shard_id=None)
