@@ -47,8 +47,10 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_VERSION = "3.11"
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
-EXCLUDED_DEPENDENCIES = frozenset({"rich"})
-"""Needed by the command line only (``demo``, ``status``); never imported by the handler."""
+EXCLUDED_DEPENDENCIES = frozenset({"rich", "click"})
+"""Needed by the command line and the operator tools only; never imported by the handler."""
+EXCLUDED_SUBPACKAGES = frozenset({"cli"})
+"""``replicator/cli`` needs click, which the zip leaves out: shipping it would only ship an import error."""
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 LAMBDA_TASK_ROOT = "/var/task"
 _NEVER_PINNED = frozenset({"replicator", "pip", "setuptools", "wheel"})
@@ -124,9 +126,18 @@ def pip_install(
     subprocess.run([*cmd, *requirements], check=True)  # noqa: S603 - argv from this script, no shell
 
 
-def copy_package(source: Path, destination: Path) -> None:
-    """Copy a package's source tree without caches."""
-    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+def copy_package(source: Path, destination: Path, *, exclude: Iterable[str] = EXCLUDED_SUBPACKAGES) -> None:
+    """Copy a package's source tree without caches and without the top-level subpackages in ``exclude``."""
+    caches = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    left_out = frozenset(exclude)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        ignored = set(caches(directory, names))
+        if Path(directory) == source:
+            ignored |= left_out.intersection(names)
+        return ignored
+
+    shutil.copytree(source, destination, ignore=ignore)
 
 
 def strip_tree(root: Path) -> None:

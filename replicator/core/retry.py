@@ -10,15 +10,36 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 
 from replicator.core.errors import is_throttle, is_transient
-from replicator.observe.metrics import Metrics
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
+
+
+class _Increment(Protocol):
+    def inc(self) -> None: ...
+
+
+class _ByOperation(Protocol):
+    def labels(self, *, operation: str) -> _Increment: ...
+
+
+class RetryMetrics(Protocol):
+    """The two counters a retry loop moves (``observe.metrics.Metrics`` has them): core knows no registry."""
+
+    @property
+    def retries(self) -> _ByOperation:
+        """Retries by operation."""
+        ...
+
+    @property
+    def throttles(self) -> _ByOperation:
+        """Throttled calls by operation."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -40,7 +61,7 @@ async def retrying(
     call: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
-    metrics: Metrics,
+    metrics: RetryMetrics,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Run ``call``; retry it while it fails transiently and attempts remain; re-raise otherwise."""

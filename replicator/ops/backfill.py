@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from replicator.core.config import Config
-    from replicator.pipeline.processor import BatchProcessor, DeadLetterSink
+    from replicator.pipeline.processor import BatchProcessor
+    from replicator.sink.deadletter import DeadLetterSink
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ import collections
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -32,21 +32,10 @@ from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import record_fields
 from replicator.observe.metrics import Metrics
 from replicator.pipeline.stages import Pipeline
+from replicator.sink.deadletter import DeadLetterSink
 from replicator.sink.writer import ConditionalWriter, Write
 
 log = structlog.get_logger(__name__)
-
-
-class DeadLetterSink(Protocol):
-    """Where records that cannot be replicated go, with everything needed to replay them.
-
-    ``send`` returns once the dead letter is durably stored; raising means it was not, and the caller
-    must not advance the checkpoint past the record.
-    """
-
-    async def send(self, record: ChangeRecord, *, error: BaseException, attempts: int) -> None:
-        """Store one dead letter durably."""
-        ...
 
 
 class PoisonRecordError(ReplicatorError):

@@ -15,16 +15,14 @@ ConditionExpression (``#ver < :ver``) decide last-writer-wins.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-from typing import Literal
+from decimal import Decimal
 
-from replicator.core.records import AttributeValue, ChangeRecord, Item
+from replicator.core.records import ChangeRecord, Item
+from replicator.core.timestamps import TimestampUnit, parse_app_timestamp
 
 TS_DIGITS = 17
 TIEBREAK_DIGITS = 56
 """DynamoDB Streams sequence numbers have 21-40 digits, Kinesis Data Streams' 56."""
-TimestampUnit = Literal["s", "ms", "us"]
-_PER_SECOND: dict[TimestampUnit, int] = {"s": 1, "ms": 1_000, "us": 1_000_000}
 
 
 def encode(timestamp_us: int, origin: str, tiebreak: str) -> str:
@@ -39,23 +37,6 @@ def encode(timestamp_us: int, origin: str, tiebreak: str) -> str:
 def timestamp_of(version: str) -> int:
     """Return the timestamp (µs) part of an encoded version."""
     return int(version[:TS_DIGITS])
-
-
-def parse_app_timestamp(value: AttributeValue | None, unit: TimestampUnit) -> int | None:
-    """Return an application timestamp attribute as epoch µs, or None if absent or not a number."""
-    if not value or "N" not in value:
-        return None
-    try:
-        number = Decimal(value["N"])
-    except InvalidOperation:
-        return None
-    return int(number * (1_000_000 // _PER_SECOND[unit]))
-
-
-def app_timestamp_value(timestamp_us: int, unit: TimestampUnit) -> AttributeValue:
-    """Render µs as the application's timestamp attribute (N in the configured unit, rounded up)."""
-    per = 1_000_000 // _PER_SECOND[unit]
-    return {"N": str(-(-timestamp_us // per))}
 
 
 def _marker_version(image: Item | None, version_attribute: str) -> str | None:

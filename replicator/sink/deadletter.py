@@ -29,7 +29,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 import structlog
@@ -44,9 +44,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from replicator.core.config import Config
-    from replicator.pipeline.processor import DeadLetterSink
 
 log = structlog.get_logger(__name__)
+
+
+class DeadLetterSink(Protocol):
+    """Where records that cannot be replicated go, with everything needed to replay them.
+
+    ``send`` returns once the dead letter is durably stored; raising means it was not, and the caller
+    must not advance the checkpoint past the record.
+    """
+
+    async def send(self, record: ChangeRecord, *, error: BaseException, attempts: int) -> None:
+        """Store one dead letter durably."""
+
 
 FORMAT = "replicator.dead_letter/1"
 SQS_MAX_MESSAGE_BYTES = 256 * 1024

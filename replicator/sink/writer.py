@@ -15,7 +15,7 @@ from replicator.aws.clients import lean_transport
 from replicator.core.config import ReplicationConfig
 from replicator.core.errors import RecordRejectedError, error_code, is_transient
 from replicator.core.records import ChangeRecord, Item
-from replicator.pipeline import version as versions
+from replicator.core.timestamps import app_timestamp_value
 
 WriteOutcome = Literal["replicated", "superseded"]
 
@@ -137,7 +137,7 @@ class ConditionalWriter:
         markers: Item = {cfg.version_attribute: {"S": write.version}, cfg.origin_attribute: {"S": self._origin}}
         if with_ts:
             assert cfg.timestamp_attribute is not None  # noqa: S101 - narrowed by with_ts
-            ts_value = (write.item or {}).get(cfg.timestamp_attribute) or versions.app_timestamp_value(
+            ts_value = (write.item or {}).get(cfg.timestamp_attribute) or app_timestamp_value(
                 write.app_timestamp_us or 0, cfg.timestamp_unit
             )
             markers[cfg.timestamp_marker_attribute] = ts_value

@@ -48,13 +48,26 @@ def _tree(root: Path, mtime: float) -> Path:
 
 
 def test_requirements_come_from_pyproject_without_cli_only_ones(build: ModuleType) -> None:
-    """The project's runtime dependencies, less rich; aiobotocore stays (it pins the botocore shipped)."""
+    """The project's runtime dependencies, less rich and click; aiobotocore stays (it pins the botocore shipped)."""
     reqs = build.runtime_requirements(ROOT / "pyproject.toml")
     names = {build.requirement_name(r) for r in reqs}
     assert "rich" not in names
+    assert "click" not in names
+    assert "boto3" not in names  # only the dev package (DynamoDB Local, moto, the demo) uses boto3
     assert {"aiobotocore", "pydantic", "pydantic-settings", "structlog", "prometheus-client"} <= names
     assert build.requirement_name("PyYAML>=6.0,<7") == "pyyaml"
     assert build.requirement_name("moto[server]>=5") == "moto"
+
+
+def test_the_package_copy_leaves_out_the_cli(build: ModuleType, tmp_path: Path) -> None:
+    """replicator/cli (click) is not copied; a deeper folder of the same name and every other module are."""
+    source = tmp_path / "src"
+    for name in ("__init__.py", "cli/__init__.py", "cli/main.py", "runtime/cli/x.py", "runtime/__pycache__/a.pyc"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text("")
+    build.copy_package(source, tmp_path / "out")
+    copied = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert copied == ["__init__.py", "runtime/cli/x.py"]
 
 
 def test_pins_are_this_interpreters_versions(build: ModuleType) -> None:
