@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from replicator.aws.clients import open_clients
 from replicator.core.errors import RecordRejectedError, ReplicatorError, TransformError
-from replicator.core.records import AttributeValue, ChangeRecord, Item, from_lambda_event, key_identity
+from replicator.core.records import AttributeValue, Item, from_lambda_event, key_identity
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
+from replicator.ops.synthetic import REPAIR_SEQUENCE, STREAM_EVENT_SOURCE, synthetic_insert
 from replicator.pipeline import version as versions
 from replicator.pipeline.origin import strip_markers
 from replicator.pipeline.processor import build_processor
@@ -52,9 +53,6 @@ if TYPE_CHECKING:
 Side = Literal["source", "target"]
 KeyId = tuple[tuple[str, str, str], ...]
 DifferenceKind = Literal["missing_in_target", "missing_in_source", "different", "transform_failed"]
-
-REPAIR_SEQUENCE = "9" * versions.TIEBREAK_DIGITS
-"""Tie-breaker of repair versions: a repair wins a tie with the change it corrects (same time, origin)."""
 
 _SCAN_RETRY = RetryPolicy(max_attempts=10)
 
@@ -213,23 +211,6 @@ async def scan_table(
     await asyncio.gather(*(segment(i) for i in range(segments)))
 
 
-def synthetic_insert(item: Item, keys: Item, *, now_s: float) -> ChangeRecord:
-    """Build an INSERT record carrying ``item`` as its new image, as if just read from the source stream."""
-    event = {
-        "eventID": "verify",
-        "eventName": "INSERT",
-        "eventSource": "aws:dynamodb",
-        "dynamodb": {
-            "Keys": keys,
-            "NewImage": item,
-            "SequenceNumber": REPAIR_SEQUENCE,
-            "ApproximateCreationDateTime": now_s,
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
-        },
-    }
-    return from_lambda_event(event, shard_id="verify")
-
-
 class Verifier:
     """One comparison of the configured source and target tables (and its repair)."""
 
@@ -366,12 +347,25 @@ class Verifier:
             expected[key_identity(write.keys)] = _Entry(item_digest(write.item, self.ignore), write.keys, keys)
 
     def _through_pipeline(self, item: Item, keys: Item, now_s: float) -> Write | Difference | None:
-        # Markers are stripped first: a source item that arrived by replication would read as an echo.
-        clean = strip_markers(item, self.cfg.replication.marker_attributes) or {}
         try:
-            out = self.pipeline.run(synthetic_insert(clean, keys, now_s=now_s))
+            return self._replicated(item, keys, now_s)
         except (TransformError, RecordRejectedError):
             return Difference("transform_failed", keys)
+
+    def _replicated(self, item: Item, keys: Item, now_s: float) -> Write | None:
+        """Return what replication would write for a source item changed at ``now_s`` (None: filtered)."""
+        # Markers are stripped first: a source item that arrived by replication would read as an echo.
+        clean = strip_markers(item, self.cfg.replication.marker_attributes) or {}
+        record = synthetic_insert(
+            clean,
+            keys,
+            created_s=now_s,
+            sequence_number=REPAIR_SEQUENCE,
+            old_image=None,
+            shard_id="verify",
+            event_source=STREAM_EVENT_SOURCE,
+        )
+        out = self.pipeline.run(record)
         return out if isinstance(out, Write) else None
 
     async def _repair(self, repairs: list[tuple[Difference, _Entry]], report: VerifyReport) -> None:
@@ -419,9 +413,7 @@ class Verifier:
         if item is None or self._tombstone in item:
             # Deleted since the scan: the target item must go too.
             return self._delete_write(entry.keys, now_s)
-        clean = strip_markers(item, self.cfg.replication.marker_attributes) or {}
-        out = self.pipeline.run(synthetic_insert(clean, source_keys, now_s=now_s))
-        return out if isinstance(out, Write) else None
+        return self._replicated(item, source_keys, now_s)
 
     def _delete_write(self, keys: Item, now_s: float) -> Write:
         rep = self.cfg.replication
