@@ -1,4 +1,4 @@
-"""``replicator backfill``: copy the source table's current items into the target (see ``backfill.py``)."""
+"""``replicator backfill``: copy the source table's current items into the target (see ``replicator.ops.backfill``)."""
 
 from __future__ import annotations
 

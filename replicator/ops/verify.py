@@ -10,7 +10,8 @@ What counts as equal:
 - with filters or transforms configured, each source item is first run through the same pipeline as a
   synthetic INSERT record, so the target is compared with what replication would have made of it: a
   filtered item is expected to be absent, a transformed one to be in its transformed shape;
-- numbers compare by value (``1.50`` equals ``1.5``), sets in any order.
+- numbers compare by value (``1.50`` equals ``1.5``), sets in any order (``ops.compare``, the one rule
+  of item equality).
 
 Repair writes through the very ``ConditionalWriter`` that replication uses, so it obeys the same
 last-writer-wins conditions: an item is rewritten from the source with a fresh version (with
@@ -22,21 +23,19 @@ Run it when both sides are quiet; a write in flight shows up as a difference.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import functools
-import hashlib
-import json
 import time
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from replicator.aws.clients import open_clients
 from replicator.core.errors import RecordRejectedError, ReplicatorError, TransformError
-from replicator.core.records import AttributeValue, ChangeRecord, Item, from_lambda_event, key_identity
-from replicator.core.retry import RetryPolicy, retrying
+from replicator.core.records import Item, from_lambda_event, key_identity
+from replicator.core.retry import retrying
 from replicator.observe.metrics import Metrics
+from replicator.ops.compare import KeyId, item_digest
+from replicator.ops.synthetic import REPAIR_SEQUENCE, STREAM_EVENT_SOURCE, synthetic_insert
+from replicator.ops.tablescan import SCAN_RETRY, item_count, key_attributes, scan_table
 from replicator.pipeline import version as versions
 from replicator.pipeline.origin import strip_markers
 from replicator.pipeline.processor import build_processor
@@ -49,14 +48,7 @@ if TYPE_CHECKING:
     from replicator.pipeline.stages import Pipeline
     from replicator.sink.writer import ConditionalWriter
 
-Side = Literal["source", "target"]
-KeyId = tuple[tuple[str, str, str], ...]
 DifferenceKind = Literal["missing_in_target", "missing_in_source", "different", "transform_failed"]
-
-REPAIR_SEQUENCE = "9" * versions.TIEBREAK_DIGITS
-"""Tie-breaker of repair versions: a repair wins a tie with the change it corrects (same time, origin)."""
-
-_SCAN_RETRY = RetryPolicy(max_attempts=10)
 
 
 class Progress(Protocol):
@@ -126,108 +118,6 @@ class _Entry:
     """Target-side keys (after transforms, for a source entry)."""
     source_keys: Item | None = None
     """For a source entry: the item's keys in the source table (to read it again for repair)."""
-
-
-# -- canonical form ----------------------------------------------------------------------------------
-
-
-def _canonical(value: AttributeValue) -> Any:  # noqa: ANN401, PLR0911 - a JSON-able tree; one return per type
-    ((type_, inner),) = value.items()
-    if type_ == "N":
-        return ["N", _number(inner)]
-    if type_ == "NS":
-        return ["NS", sorted(_number(n) for n in inner)]
-    if type_ == "B":
-        return ["B", _b64(inner)]
-    if type_ == "BS":
-        return ["BS", sorted(_b64(b) for b in inner)]
-    if type_ == "SS":
-        return ["SS", sorted(inner)]
-    if type_ == "M":
-        return ["M", {k: _canonical(v) for k, v in sorted(inner.items())}]
-    if type_ == "L":
-        return ["L", [_canonical(v) for v in inner]]
-    return [type_, inner]
-
-
-def _number(text: str) -> str:
-    # DynamoDB normalises stored numbers, but a transform may produce "1.50": compare by value.
-    return str(Decimal(text).normalize())
-
-
-def _b64(value: bytes | str) -> str:
-    return base64.b64encode(value).decode() if isinstance(value, bytes | bytearray) else str(value)
-
-
-def item_digest(item: Item, ignore: frozenset[str]) -> bytes:
-    """Return a digest of the attributes but ``ignore``, independent of order and number format."""
-    tree = {name: _canonical(value) for name, value in sorted(item.items()) if name not in ignore}
-    return hashlib.blake2b(json.dumps(tree, sort_keys=True, separators=(",", ":")).encode(), digest_size=16).digest()
-
-
-# -- scanning ----------------------------------------------------------------------------------------
-
-
-async def key_attributes(client: Any, table: str, metrics: Metrics) -> tuple[str, ...]:  # noqa: ANN401 - aiobotocore
-    """Return the table's primary key attribute names (DescribeTable)."""
-    desc = await retrying(
-        "DescribeTable", lambda: client.describe_table(TableName=table), policy=_SCAN_RETRY, metrics=metrics
-    )
-    return tuple(k["AttributeName"] for k in desc["Table"]["KeySchema"])
-
-
-async def _item_count(client: Any, table: str) -> int | None:  # noqa: ANN401 - aiobotocore
-    # An estimate (DynamoDB refreshes it every few hours): only sizes the progress bar.
-    with contextlib.suppress(Exception):
-        return int((await client.describe_table(TableName=table))["Table"].get("ItemCount", 0)) or None
-    return None
-
-
-async def scan_table(
-    client: Any,  # noqa: ANN401 - aiobotocore client
-    table: str,
-    *,
-    segments: int,
-    on_page: Callable[[list[Item]], None],
-    metrics: Metrics,
-) -> None:
-    """Scan the whole table in ``segments`` parallel segments; call ``on_page(items)`` for each page."""
-
-    async def segment(index: int) -> None:
-        start: Item | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "TableName": table,
-                "Segment": index,
-                "TotalSegments": segments,
-                "ConsistentRead": True,
-            }
-            if start is not None:
-                kwargs["ExclusiveStartKey"] = start
-            page = await retrying("Scan", functools.partial(client.scan, **kwargs), policy=_SCAN_RETRY, metrics=metrics)
-            on_page(page.get("Items", []))
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return
-
-    await asyncio.gather(*(segment(i) for i in range(segments)))
-
-
-def synthetic_insert(item: Item, keys: Item, *, now_s: float) -> ChangeRecord:
-    """Build an INSERT record carrying ``item`` as its new image, as if just read from the source stream."""
-    event = {
-        "eventID": "verify",
-        "eventName": "INSERT",
-        "eventSource": "aws:dynamodb",
-        "dynamodb": {
-            "Keys": keys,
-            "NewImage": item,
-            "SequenceNumber": REPAIR_SEQUENCE,
-            "ApproximateCreationDateTime": now_s,
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
-        },
-    }
-    return from_lambda_event(event, shard_id="verify")
 
 
 class Verifier:
@@ -302,7 +192,7 @@ class Verifier:
             self.progress.advance("target", len(items))
 
         totals = await asyncio.gather(
-            _item_count(self.source, self.source_table), _item_count(self.target, self.cfg.target.table)
+            item_count(self.source, self.source_table), item_count(self.target, self.cfg.target.table)
         )
         self.progress.total("source", totals[0])
         self.progress.total("target", totals[1])
@@ -366,12 +256,25 @@ class Verifier:
             expected[key_identity(write.keys)] = _Entry(item_digest(write.item, self.ignore), write.keys, keys)
 
     def _through_pipeline(self, item: Item, keys: Item, now_s: float) -> Write | Difference | None:
-        # Markers are stripped first: a source item that arrived by replication would read as an echo.
-        clean = strip_markers(item, self.cfg.replication.marker_attributes) or {}
         try:
-            out = self.pipeline.run(synthetic_insert(clean, keys, now_s=now_s))
+            return self._replicated(item, keys, now_s)
         except (TransformError, RecordRejectedError):
             return Difference("transform_failed", keys)
+
+    def _replicated(self, item: Item, keys: Item, now_s: float) -> Write | None:
+        """Return what replication would write for a source item changed at ``now_s`` (None: filtered)."""
+        # Markers are stripped first: a source item that arrived by replication would read as an echo.
+        clean = strip_markers(item, self.cfg.replication.marker_attributes) or {}
+        record = synthetic_insert(
+            clean,
+            keys,
+            created_s=now_s,
+            sequence_number=REPAIR_SEQUENCE,
+            old_image=None,
+            shard_id="verify",
+            event_source=STREAM_EVENT_SOURCE,
+        )
+        out = self.pipeline.run(record)
         return out if isinstance(out, Write) else None
 
     async def _repair(self, repairs: list[tuple[Difference, _Entry]], report: VerifyReport) -> None:
@@ -388,7 +291,7 @@ class Verifier:
                         else await retrying(
                             "PutItem",
                             lambda: self.writer.write(write),
-                            policy=_SCAN_RETRY,
+                            policy=SCAN_RETRY,
                             metrics=self.metrics,
                         )
                     )
@@ -412,16 +315,14 @@ class Verifier:
         resp = await retrying(
             "GetItem",
             lambda: self.source.get_item(TableName=self.source_table, Key=source_keys, ConsistentRead=True),
-            policy=_SCAN_RETRY,
+            policy=SCAN_RETRY,
             metrics=self.metrics,
         )
         item = resp.get("Item")
         if item is None or self._tombstone in item:
             # Deleted since the scan: the target item must go too.
             return self._delete_write(entry.keys, now_s)
-        clean = strip_markers(item, self.cfg.replication.marker_attributes) or {}
-        out = self.pipeline.run(synthetic_insert(clean, source_keys, now_s=now_s))
-        return out if isinstance(out, Write) else None
+        return self._replicated(item, source_keys, now_s)
 
     def _delete_write(self, keys: Item, now_s: float) -> Write:
         rep = self.cfg.replication

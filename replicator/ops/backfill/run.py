@@ -1,0 +1,114 @@
+"""Backfill wiring: clients, progress store, processor and progress bar from the configuration."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import TYPE_CHECKING, Any
+
+from replicator.aws.clients import open_clients
+from replicator.observe.metrics import Metrics
+from replicator.ops.backfill.progress import (
+    BackfillError,
+    DynamoDBProgressStore,
+    JsonProgressStore,
+    ProgressStore,
+    default_progress_path,
+)
+from replicator.ops.backfill.scan import Backfill, BackfillSettings, BackfillSummary
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from replicator.core.config import Config
+    from replicator.sink.deadletter import DeadLetterSink
+
+
+async def table_key_names(client: Any, table: str) -> tuple[tuple[str, ...], int]:  # noqa: ANN401 - aiobotocore client
+    """Return the table's key attribute names (hash first) and its approximate item count."""
+    desc = (await client.describe_table(TableName=table))["Table"]
+    schema = sorted(desc["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
+    return tuple(k["AttributeName"] for k in schema), int(desc.get("ItemCount", 0))
+
+
+async def run_backfill(
+    cfg: Config,
+    settings: BackfillSettings,
+    *,
+    metrics: Metrics | None = None,
+    dead_letters: DeadLetterSink | None = None,
+    progress_path: Path | None = None,
+    show_progress: bool = False,
+) -> BackfillSummary:
+    """Open the clients, the progress store and the processor from ``cfg`` and run the backfill.
+
+    ``dead_letters`` None: the configured ``failure.on_failure.destination`` (if any) is opened.
+    """
+    from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore  # noqa: PLC0415 - avoid import cycle
+    from replicator.pipeline.processor import build_processor  # noqa: PLC0415 - same
+    from replicator.sink.deadletter import from_config as dead_letters_from_config  # noqa: PLC0415 - same
+
+    table = cfg.source.table
+    if table is None:
+        raise BackfillError("backfill needs source.table (a stream ARN alone does not name a table to scan)")
+    metrics = metrics or Metrics()
+    # Backfilled copies are old by design (their time is the scan's): a record-age limit meant for
+    # stream lag must not dead-letter them.
+    failure = cfg.failure.model_copy(update={"maximum_record_age_seconds": -1})
+    cfg = cfg.model_copy(update={"failure": failure})
+    async with contextlib.AsyncExitStack() as stack:
+        clients = await open_clients(stack, cfg)
+        store: ProgressStore
+        if progress_path is None and cfg.checkpoint.backend == "dynamodb":
+            assert cfg.checkpoint.table is not None  # noqa: S101 - validated by the config model
+            await DynamoDBCheckpointStore(clients["checkpoint"], cfg.checkpoint.table).start()
+            store = DynamoDBProgressStore(clients["checkpoint"], cfg.checkpoint.table)
+        else:
+            store = JsonProgressStore(progress_path or default_progress_path(cfg))
+        if dead_letters is None:
+            dead_letters = await dead_letters_from_config(cfg, stack, metrics=metrics)
+        processor = build_processor(cfg, target_client=clients["target"], metrics=metrics, dead_letters=dead_letters)
+        key_names, item_count = await table_key_names(clients["source"], table)
+        on_page = _progress_bar(stack, table, item_count) if show_progress else None
+        backfill = Backfill(
+            source_client=clients["source"],
+            table=table,
+            key_names=key_names,
+            processor=processor,
+            progress_store=store,
+            settings=settings,
+            metrics=metrics,
+            tombstone_attribute=cfg.replication.tombstone_attribute,
+            on_page=on_page,
+        )
+        return await backfill.run()
+
+
+def _progress_bar(stack: contextlib.AsyncExitStack, table: str, item_count: int) -> Callable[[int], None]:
+    """Show a rich progress bar until ``stack`` closes; return what advances it by a page's items."""
+    from rich.progress import (  # noqa: PLC0415 - only for the interactive command
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress_bar = stack.enter_context(
+        Progress(
+            TextColumn("[bold]backfill[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+    )
+    # ItemCount is refreshed about every six hours: a guide for the bar, not a promise.
+    task = progress_bar.add_task(table, total=item_count or None)
+    return functools.partial(_advance, progress_bar, task)
+
+
+def _advance(bar: Any, task: Any, n: int) -> None:  # noqa: ANN401 - rich Progress and TaskID
+    bar.advance(task, n)
