@@ -15,7 +15,6 @@ file next to SQLite checkpoints, or items in the DynamoDB checkpoint table); a r
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import dataclasses
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from replicator.aws.clients import open_clients
+from replicator.core.codec import decode_item, encode_item
 from replicator.core.errors import ReplicatorError
 from replicator.core.records import ChangeRecord, Item
 from replicator.core.retry import RetryPolicy, retrying
@@ -150,28 +150,14 @@ class ProgressStore(Protocol):
 
 
 def _encode_key(key: Item | None) -> Any:  # noqa: ANN401 - JSON value
-    if key is None:
-        return None
-    out: dict[str, Any] = {}
-    for name, value in key.items():
-        ((type_, scalar),) = value.items()
-        if type_ == "B":
-            out[name] = {"B64": base64.b64encode(scalar).decode("ascii")}
-        else:
-            out[name] = {type_: scalar}
-    return out
+    return None if key is None else encode_item(key)
 
 
 def _decode_key(raw: Any) -> Item | None:  # noqa: ANN401 - JSON value
     if raw is None:
         return None
-    out: Item = {}
-    for name, value in raw.items():
-        if "B64" in value:
-            out[name] = {"B": base64.b64decode(value["B64"])}
-        else:
-            out[name] = dict(value)
-    return out
+    # Progress saved before the shared codec tagged binary key values "B64" instead of "B".
+    return decode_item({name: {"B": value["B64"]} if "B64" in value else value for name, value in raw.items()})
 
 
 def _mismatch(table: str, saved: int, asked: int) -> BackfillError:

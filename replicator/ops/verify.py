@@ -22,7 +22,6 @@ Run it when both sides are quiet; a write in flight shows up as a difference.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import functools
@@ -33,6 +32,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from replicator.aws.clients import open_clients
+from replicator.core.codec import b64_text
 from replicator.core.errors import RecordRejectedError, ReplicatorError, TransformError
 from replicator.core.records import AttributeValue, ChangeRecord, Item, from_lambda_event, key_identity
 from replicator.core.retry import RetryPolicy, retrying
@@ -138,9 +138,9 @@ def _canonical(value: AttributeValue) -> Any:  # noqa: ANN401, PLR0911 - a JSON-
     if type_ == "NS":
         return ["NS", sorted(_number(n) for n in inner)]
     if type_ == "B":
-        return ["B", _b64(inner)]
+        return ["B", b64_text(inner)]
     if type_ == "BS":
-        return ["BS", sorted(_b64(b) for b in inner)]
+        return ["BS", sorted(b64_text(b) for b in inner)]
     if type_ == "SS":
         return ["SS", sorted(inner)]
     if type_ == "M":
@@ -153,10 +153,6 @@ def _canonical(value: AttributeValue) -> Any:  # noqa: ANN401, PLR0911 - a JSON-
 def _number(text: str) -> str:
     # DynamoDB normalises stored numbers, but a transform may produce "1.50": compare by value.
     return str(Decimal(text).normalize())
-
-
-def _b64(value: bytes | str) -> str:
-    return base64.b64encode(value).decode() if isinstance(value, bytes | bytearray) else str(value)
 
 
 def item_digest(item: Item, ignore: frozenset[str]) -> bytes:

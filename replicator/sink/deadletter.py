@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 
 import structlog
 
+from replicator.core.codec import decode_event, encode_event
 from replicator.core.errors import ReplicatorError
 from replicator.core.records import ChangeRecord, from_lambda_event
 from replicator.core.retry import RetryPolicy, retrying
@@ -52,7 +53,6 @@ FORMAT = "replicator.dead_letter/1"
 SQS_MAX_MESSAGE_BYTES = 256 * 1024
 """SQS's classic limit; queues created with a larger MaximumMessageSize still accept this."""
 SQS_BATCH_MAX = 10
-_IMAGES = ("Keys", "NewImage", "OldImage")
 
 
 class DeadLetterError(ReplicatorError):
@@ -62,55 +62,6 @@ class DeadLetterError(ReplicatorError):
 # --------------------------------------------------------------------------------------------------
 # The document
 # --------------------------------------------------------------------------------------------------
-
-
-def _encode_value(value: Any) -> Any:  # noqa: ANN401 - walks arbitrary AttributeValue JSON
-    """Replace bytes in an AttributeValue by base64 text (B, BS, nested in M and L)."""
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for type_, scalar in value.items():
-        if type_ == "B" and isinstance(scalar, bytes | bytearray):
-            out[type_] = base64.b64encode(scalar).decode("ascii")
-        elif type_ == "BS" and isinstance(scalar, list):
-            out[type_] = [
-                base64.b64encode(b).decode("ascii") if isinstance(b, bytes | bytearray) else b for b in scalar
-            ]
-        elif type_ == "M" and isinstance(scalar, dict):
-            out[type_] = {k: _encode_value(v) for k, v in scalar.items()}
-        elif type_ == "L" and isinstance(scalar, list):
-            out[type_] = [_encode_value(v) for v in scalar]
-        else:
-            out[type_] = scalar
-    return out
-
-
-def _decode_value(value: Any) -> Any:  # noqa: ANN401 - walks arbitrary AttributeValue JSON
-    """Undo ``_encode_value``: base64 text in B/BS back to bytes."""
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for type_, scalar in value.items():
-        if type_ == "B" and isinstance(scalar, str):
-            out[type_] = base64.b64decode(scalar)
-        elif type_ == "BS" and isinstance(scalar, list):
-            out[type_] = [base64.b64decode(b) if isinstance(b, str) else b for b in scalar]
-        elif type_ == "M" and isinstance(scalar, dict):
-            out[type_] = {k: _decode_value(v) for k, v in scalar.items()}
-        elif type_ == "L" and isinstance(scalar, list):
-            out[type_] = [_decode_value(v) for v in scalar]
-        else:
-            out[type_] = scalar
-    return out
-
-
-def _map_images(event: dict[str, Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
-    ddb = dict(event.get("dynamodb") or {})
-    for name in _IMAGES:
-        image = ddb.get(name)
-        if isinstance(image, dict):
-            ddb[name] = {attr: fn(v) for attr, v in image.items()}
-    return {**event, "dynamodb": ddb}
 
 
 def _iso(epoch_s: float) -> str:
@@ -154,7 +105,7 @@ class DeadLetterContext:
         return {
             "format": FORMAT,
             "id": str(uuid.uuid4()),
-            "record": _map_images(record.event, _encode_value),
+            "record": encode_event(record.event),
             "error": {
                 "type": type(error).__name__,
                 "message": str(error),
@@ -178,7 +129,7 @@ def record_from_document(doc: dict[str, Any]) -> ChangeRecord:
     """Rebuild the ChangeRecord a dead letter holds; raises DeadLetterError when it is not one."""
     if doc.get("format") != FORMAT or not isinstance(doc.get("record"), dict):
         raise DeadLetterError(f"not a replicator dead letter (format {doc.get('format')!r})")
-    event = _map_images(doc["record"], _decode_value)
+    event = decode_event(doc["record"])
     try:
         return from_lambda_event(event, shard_id=str(doc.get("shardId") or "redrive"))
     except ValueError as exc:

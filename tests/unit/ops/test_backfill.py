@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from replicator.core.config import ReplicationConfig
@@ -67,3 +69,22 @@ async def test_json_progress_round_trips_binary_keys_and_refuses_other_segment_c
     with pytest.raises(BackfillError, match="--segments 3"):
         await JsonProgressStore(tmp_path / "p.json").load("T", 4)
     assert await JsonProgressStore(tmp_path / "p.json").load("other", 4) == {}
+
+
+async def test_progress_saved_before_the_shared_codec_still_loads(tmp_path) -> None:
+    """A progress file whose binary keys carry the old "B64" tag resumes from the same key."""
+    path = tmp_path / "p.json"
+    old = {"pk": {"B64": "AP8="}, "sk": {"N": "1.50"}}
+    path.write_text(
+        json.dumps({"T": {"segments": 3, "progress": {"1": {"last_key": old, "done": False, "scanned": 7}}}}),
+        encoding="utf-8",
+    )
+    loaded = await JsonProgressStore(path).load("T", 3)
+    assert loaded == {1: SegmentProgress(1, {"pk": {"B": b"\x00\xff"}, "sk": {"N": "1.50"}}, done=False, scanned=7)}
+
+
+async def test_progress_is_saved_in_the_attribute_value_json_form(tmp_path) -> None:
+    """New progress holds keys as DynamoDB's JSON does: B values as base64 text under "B"."""
+    path = tmp_path / "p.json"
+    await JsonProgressStore(path).save("T", 1, SegmentProgress(0, {"pk": {"B": b"\x00\xff"}}, done=False, scanned=1))
+    assert json.loads(path.read_text(encoding="utf-8"))["T"]["progress"]["0"]["last_key"] == {"pk": {"B": "AP8="}}
