@@ -29,7 +29,7 @@ import structlog
 from replicator.aws.clients import open_clients
 from replicator.core.codec import decode_item, encode_item
 from replicator.core.errors import ReplicatorError
-from replicator.core.records import ChangeRecord, Item
+from replicator.core.records import ChangeRecord, Item, epoch_us
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
 
@@ -388,7 +388,7 @@ def synthetic_record(
         new_image=item,
         old_image=item,
         sequence_number=BACKFILL_SEQUENCE,
-        approximate_creation_time_s=created,
+        approximate_creation_time_us=epoch_us(created),
         shard_id=shard_id,
         event=event,
     )

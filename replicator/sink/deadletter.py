@@ -36,7 +36,7 @@ import structlog
 
 from replicator.core.codec import decode_event, encode_event
 from replicator.core.errors import ReplicatorError
-from replicator.core.records import ChangeRecord, from_lambda_event
+from replicator.core.records import US_PER_S, ChangeRecord, from_lambda_event
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
 
@@ -101,6 +101,7 @@ class DeadLetterContext:
     def document(self, record: ChangeRecord, *, error: BaseException, attempts: int) -> dict[str, Any]:
         """Build the dead letter for ``record``: JSON-serialisable, replayable on its own."""
         now = self.clock()
+        created_s = record.approximate_creation_time_us / US_PER_S
         cause = error.__cause__
         return {
             "format": FORMAT,
@@ -118,10 +119,10 @@ class DeadLetterContext:
             "streamArn": record.event.get("eventSourceARN"),
             "source": {"region": self.source_region, "table": self.source_table},
             "target": {"region": self.target_region, "table": self.target_table},
-            "approximateCreationDateTime": record.approximate_creation_time_s,
-            "approximateCreationTime": _iso(record.approximate_creation_time_s),
+            "approximateCreationDateTime": created_s,
+            "approximateCreationTime": _iso(created_s),
             "deadLetteredAt": _iso(now),
-            "recordAgeSeconds": round(max(0.0, now - record.approximate_creation_time_s), 3),
+            "recordAgeSeconds": round(max(0.0, now - created_s), 3),
         }
 
 
