@@ -11,7 +11,6 @@ validation, serialisation and signing, none of which a fixed-shape PutItem needs
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -30,6 +29,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.httpsession import get_cert_path
 
+from replicator.core.codec import decode_item, json_default
 from replicator.core.config import Config
 
 
@@ -48,13 +48,6 @@ def client_config(max_pool_connections: int = 10) -> AioConfig:
         tcp_keepalive=True,
         parameter_validation=False,
     )
-
-
-def _json_default(value: object) -> str:
-    # B and BS attribute values arrive from botocore as bytes; the wire format carries them base64.
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 class LeanDynamoDB:
@@ -105,7 +98,7 @@ class LeanDynamoDB:
                 ddb = record.get("dynamodb", {})
                 for part in ("Keys", "NewImage", "OldImage"):
                     if part in ddb:
-                        _decode_binary(ddb[part])
+                        ddb[part] = decode_item(ddb[part])
         return result
 
     async def close(self) -> None:
@@ -167,7 +160,7 @@ class LeanDynamoDB:
             )
         signer = self._client._request_signer  # noqa: SLF001 - the client's own credentials, refreshed by it
         creds = await signer._credentials.get_frozen_credentials()  # noqa: SLF001
-        body = json.dumps(params, separators=(",", ":"), default=_json_default).encode()
+        body = json.dumps(params, separators=(",", ":"), default=json_default).encode()
         headers = self._headers(operation, body, creds)
         try:
             async with self._session.post(self._url, data=body, headers=headers) as resp:
@@ -192,19 +185,6 @@ class LeanDynamoDB:
             code, message = f"HTTP{status}", ""
         meta = {"HTTPStatusCode": status}
         raise ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": meta}, operation)
-
-
-def _decode_binary(item: dict[str, Any]) -> None:
-    """Turn the base64 of B and BS values (at any depth) into bytes in place, as botocore's parser does."""
-    for value in item.values():
-        if "B" in value:
-            value["B"] = base64.b64decode(value["B"])
-        elif "BS" in value:
-            value["BS"] = [base64.b64decode(b) for b in value["BS"]]
-        elif "M" in value:
-            _decode_binary(value["M"])
-        elif "L" in value:
-            _decode_binary(dict(enumerate(value["L"])))  # type: ignore[arg-type]
 
 
 def _intercepted(client: Any, operation: str) -> bool:  # noqa: ANN401 - aiobotocore client

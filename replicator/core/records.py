@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from decimal import Decimal
 from typing import Any, Literal, TypeAlias
 
 AttributeValue: TypeAlias = dict[str, Any]
@@ -20,6 +21,10 @@ EventName: TypeAlias = Literal["INSERT", "MODIFY", "REMOVE"]
 
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 """``userIdentity.principalId`` of a stream record written by DynamoDB's TTL deleter."""
+
+US_PER_S = 1_000_000
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
 
 
 @dataclasses.dataclass(slots=True)
@@ -38,8 +43,9 @@ class ChangeRecord:
     old_image: Item | None
     sequence_number: str
     """The source's ordering token within the shard: a decimal string."""
-    approximate_creation_time_s: float
-    """Epoch seconds of the change in the source table (DynamoDB Streams: one-second resolution)."""
+    approximate_creation_time_us: int
+    """Epoch microseconds of the change in the source table (DynamoDB Streams: whole seconds; Kinesis:
+    milliseconds, or microseconds with precision MICROSECOND)."""
     shard_id: str
     event: dict[str, Any]
     is_ttl_delete: bool = False
@@ -58,6 +64,21 @@ def key_identity(keys: Item) -> tuple[tuple[str, str, str], ...]:
         ((type_, scalar),) = value.items()
         out.append((name, type_, scalar if isinstance(scalar, str) else repr(scalar)))
     return tuple(out)
+
+
+def epoch_us(value: object) -> int:
+    """Epoch microseconds of an ``ApproximateCreationDateTime``: a datetime (botocore) or epoch seconds.
+
+    Seconds given as a float are read by their shortest decimal form (``repr``), the digits the sender
+    wrote, never by the float's binary expansion: 1700000000.123456 is 1700000000123456 µs.
+    """
+    if isinstance(value, dt.datetime):
+        return (value.astimezone(dt.UTC) - _EPOCH) // _ONE_US
+    if isinstance(value, int):
+        return value * US_PER_S
+    if isinstance(value, float):
+        return int(Decimal(repr(value)) * US_PER_S)
+    raise ValueError(f"ApproximateCreationDateTime has unexpected type {type(value).__name__}")
 
 
 def _epoch_seconds(value: object) -> float:
@@ -85,10 +106,11 @@ def to_lambda_event(raw: dict[str, Any], *, event_source_arn: str | None = None)
     return event
 
 
-def from_lambda_event(event: dict[str, Any], *, shard_id: str) -> ChangeRecord:
+def from_lambda_event(event: dict[str, Any], *, shard_id: str, created_us: int | None = None) -> ChangeRecord:
     """Build a ChangeRecord from one record in the Lambda event shape.
 
-    Raises ValueError naming the missing or malformed field.
+    ``created_us`` is the creation time when the caller knows it more exactly than the event's epoch
+    seconds say. Raises ValueError naming the missing or malformed field.
     """
     try:
         event_name = event["eventName"]
@@ -106,7 +128,9 @@ def from_lambda_event(event: dict[str, Any], *, shard_id: str) -> ChangeRecord:
         new_image=ddb.get("NewImage"),
         old_image=ddb.get("OldImage"),
         sequence_number=sequence_number,
-        approximate_creation_time_s=_epoch_seconds(ddb.get("ApproximateCreationDateTime", 0)),
+        approximate_creation_time_us=(
+            epoch_us(ddb.get("ApproximateCreationDateTime", 0)) if created_us is None else created_us
+        ),
         shard_id=shard_id,
         event=event,
         is_ttl_delete=(
@@ -119,4 +143,9 @@ def from_lambda_event(event: dict[str, Any], *, shard_id: str) -> ChangeRecord:
 
 def from_stream_record(raw: dict[str, Any], *, shard_id: str, stream_arn: str) -> ChangeRecord:
     """Build a ChangeRecord from a record returned by DynamoDB Streams GetRecords."""
-    return from_lambda_event(to_lambda_event(raw, event_source_arn=stream_arn), shard_id=shard_id)
+    created = raw.get("dynamodb", {}).get("ApproximateCreationDateTime")
+    return from_lambda_event(
+        to_lambda_event(raw, event_source_arn=stream_arn),
+        shard_id=shard_id,
+        created_us=None if created is None else epoch_us(created),
+    )

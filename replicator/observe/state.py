@@ -15,6 +15,7 @@ import functools
 import time
 from typing import TYPE_CHECKING, Literal
 
+from replicator.core.records import US_PER_S
 from replicator.observe.metrics import SHARD_STATES
 
 if TYPE_CHECKING:
@@ -121,9 +122,9 @@ class WorkerState:
         self.metrics.iterator_age.labels(shard).set_function(lambda: status.iterator_age_s(clock()))
         self.metrics.checkpoint_age.labels(shard).set_function(lambda: status.checkpoint_age_s(clock()))
 
-    def read(self, shard_id: str, *, newest_created_s: float) -> None:
-        """Note a page of records read; ``newest_created_s`` is its last record's source creation time."""
-        self.shard(shard_id).newest_record_s = newest_created_s
+    def read(self, shard_id: str, *, newest_created_us: int) -> None:
+        """Note a page of records read; ``newest_created_us`` is its last record's source creation time."""
+        self.shard(shard_id).newest_record_s = newest_created_us / US_PER_S
 
     def caught_up(self, shard_id: str) -> None:
         """Note an empty read: nothing is behind, and the checkpoint covers everything read."""

@@ -14,7 +14,6 @@ attribute values.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import json
@@ -22,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from replicator.core.codec import b64_text
 from replicator.core.config import ReplicationConfig
 from replicator.core.records import AttributeValue, Item, key_identity
 
@@ -46,9 +46,9 @@ def _canonical(value: AttributeValue) -> Any:  # noqa: ANN401, PLR0911 - a JSON-
     if type_ == "NS":
         return ["NS", sorted(_number(n) for n in inner)]
     if type_ == "B":
-        return ["B", _b64(inner)]
+        return ["B", b64_text(inner)]
     if type_ == "BS":
-        return ["BS", sorted(_b64(b) for b in inner)]
+        return ["BS", sorted(b64_text(b) for b in inner)]
     if type_ == "SS":
         return ["SS", sorted(inner)]
     if type_ == "M":
@@ -61,10 +61,6 @@ def _canonical(value: AttributeValue) -> Any:  # noqa: ANN401, PLR0911 - a JSON-
 def _number(text: str) -> str:
     # DynamoDB normalises stored numbers, but a transform may produce "1.50": compare by value.
     return str(Decimal(text).normalize())
-
-
-def _b64(value: bytes | str) -> str:
-    return base64.b64encode(value).decode() if isinstance(value, bytes | bytearray) else str(value)
 
 
 @dataclasses.dataclass(slots=True)

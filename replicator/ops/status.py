@@ -16,11 +16,12 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from replicator.core.errors import ShardGoneError, TrimmedDataError, error_code
-from replicator.core.records import from_stream_record
+from replicator.core.records import US_PER_S
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
+from replicator.source.api import ChangeSource, IteratorType
 from replicator.source.shards import Shard, ShardTree
-from replicator.source.streams import IteratorType, StreamsAPI
+from replicator.source.streams import StreamsSource
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -81,7 +82,7 @@ class StatusReport:
 
 
 async def collect_status(
-    api: StreamsAPI,
+    api: ChangeSource,
     checkpoints: Mapping[str, Checkpoint],
     *,
     stream_arn: str,
@@ -159,7 +160,7 @@ def _progress(tree: ShardTree, shard: Shard, cp: Checkpoint | None, checkpoints:
 
 
 async def _estimate(
-    api: StreamsAPI,
+    api: ChangeSource,
     stream_arn: str,
     shard: Shard,
     cp: Checkpoint | None,
@@ -186,11 +187,11 @@ async def _estimate(
         policy=policy,
         metrics=metrics,
     )
-    raw, _ = await retrying("GetRecords", lambda: api.get_records(iterator, limit), policy=policy, metrics=metrics)
-    if not raw:
+    records, _ = await retrying("GetRecords", lambda: api.get_records(iterator, limit), policy=policy, metrics=metrics)
+    if not records:
         return 0.0, 0, False
-    first = from_stream_record(raw[0], shard_id=shard.shard_id, stream_arn=stream_arn)
-    return max(0.0, clock() - first.approximate_creation_time_s), len(raw), len(raw) >= limit
+    age_s = clock() - records[0].approximate_creation_time_us / US_PER_S
+    return max(0.0, age_s), len(records), len(records) >= limit
 
 
 async def load_checkpoints(store: CheckpointStore, stream_arn: str) -> tuple[dict[str, Checkpoint], str | None]:
@@ -212,7 +213,7 @@ async def status_from_config(cfg: Config, *, clients: dict[str, Any] | None = No
     async with contextlib.AsyncExitStack() as stack:
         if clients is None:
             clients = await open_clients(stack, cfg)
-        api = StreamsAPI(clients["streams"], clients["source"])
+        api = StreamsSource(clients["streams"], clients["source"])
         stream = await api.resolve(table=cfg.source.table, stream_arn=cfg.source.stream_arn)
         cp_cfg = cfg.checkpoint
         checkpoints: dict[str, Checkpoint] = {}

@@ -27,7 +27,7 @@ import structlog
 
 from replicator.core.config import Config
 from replicator.core.errors import ConfigError, RecordRejectedError, ReplicatorError, TransformError, is_transient
-from replicator.core.records import ChangeRecord
+from replicator.core.records import US_PER_S, ChangeRecord
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import record_fields
 from replicator.observe.metrics import Metrics
@@ -101,7 +101,10 @@ class BatchProcessor:
         latest: dict[tuple[tuple[str, str, str], ...], Write] = {}
         now = self._clock()
         for record in records:
-            if self.maximum_record_age_s >= 0 and now - record.approximate_creation_time_s > self.maximum_record_age_s:
+            if (
+                self.maximum_record_age_s >= 0
+                and now - record.approximate_creation_time_us / US_PER_S > self.maximum_record_age_s
+            ):
                 await self._dead_letter(
                     record, RecordRejectedError(f"record older than {self.maximum_record_age_s} s"), 0, result
                 )
@@ -168,7 +171,9 @@ class BatchProcessor:
                 return
         result.outcomes[outcome] += 1
         if outcome == "replicated":
-            self.metrics.replication_latency.observe(max(0.0, self._clock() - write.record.approximate_creation_time_s))
+            self.metrics.replication_latency.observe(
+                max(0.0, self._clock() - write.record.approximate_creation_time_us / US_PER_S)
+            )
         else:
             self.metrics.conflicts.inc()
 

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from replicator.core.errors import ConfigError, TransformError
-from replicator.core.records import AttributeValue, ChangeRecord, Item
+from replicator.core.records import US_PER_S, AttributeValue, ChangeRecord, Item
 
 Stage: TypeAlias = Callable[[ChangeRecord], ChangeRecord | None]
 
@@ -408,7 +408,7 @@ _FAST_FIELDS = (
     "new_image",
     "old_image",
     "sequence_number",
-    "approximate_creation_time_s",
+    "approximate_creation_time_us",
     "shard_id",
     "event",
     "is_ttl_delete",
@@ -423,7 +423,7 @@ def _with_direct(record: ChangeRecord, keys: Item, new_image: Item | None, old_i
         new_image,
         old_image,
         record.sequence_number,
-        record.approximate_creation_time_s,
+        record.approximate_creation_time_us,
         record.shard_id,
         record.event,
         record.is_ttl_delete,
@@ -575,8 +575,9 @@ def _deriver(
     if derived == "source_approximate_creation_time_epoch_s":
 
         def creation(record: ChangeRecord) -> AttributeValue:
-            seconds = record.approximate_creation_time_s
-            return {"N": str(int(seconds)) if seconds.is_integer() else repr(seconds)}
+            seconds, fraction = divmod(record.approximate_creation_time_us, US_PER_S)
+            # The float's repr is the form this attribute has always had (e.g. 1700000000.123).
+            return {"N": str(seconds) if fraction == 0 else repr(record.approximate_creation_time_us / US_PER_S)}
 
         return creation
     if derived == "source_region":

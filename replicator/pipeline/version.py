@@ -15,8 +15,6 @@ ConditionExpression (``#ver < :ver``) decide last-writer-wins.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from replicator.core.records import ChangeRecord, Item
 from replicator.core.timestamps import TimestampUnit, parse_app_timestamp
 
@@ -61,7 +59,7 @@ def change_version(
     ``app_timestamp_us`` is the application's own timestamp (None when not configured or absent);
     for a delete it is derived: after both the stream time and the deleted image's timestamp.
     """
-    stream_us = int(Decimal(str(record.approximate_creation_time_s)) * 1_000_000)
+    stream_us = record.approximate_creation_time_us
     app_us: int | None = None
     if timestamp_attribute is not None:
         if record.event_name == "REMOVE":

@@ -33,13 +33,13 @@ import structlog
 from replicator.checkpoint import Checkpoint, CheckpointStore
 from replicator.core.config import ReaderConfig
 from replicator.core.errors import ExpiredIteratorError, ShardGoneError, TrimmedDataError
-from replicator.core.records import ChangeRecord, from_stream_record
+from replicator.core.records import ChangeRecord
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
 from replicator.pipeline.processor import BatchProcessor
+from replicator.source.api import ChangeSource, IteratorType, ShardIterator
 from replicator.source.shards import Shard
-from replicator.source.streams import IteratorType, StreamsAPI
 
 log = structlog.get_logger(__name__)
 
@@ -106,7 +106,7 @@ class ShardReader:
     def __init__(
         self,
         *,
-        api: StreamsAPI,
+        api: ChangeSource,
         stream_arn: str,
         shard: Shard,
         checkpoint: Checkpoint | None,
@@ -142,7 +142,7 @@ class ShardReader:
         self._lane_tasks: set[asyncio.Task[None]] = set()
         self._lane_error: BaseException | None = None
 
-    async def _iterator(self) -> str:
+    async def _iterator(self) -> ShardIterator:
         """An iterator just after the last record done, or at the initial position."""
         kind: IteratorType = "AFTER_SEQUENCE_NUMBER" if self.position else self.settings.initial_position
         return await retrying(
@@ -179,7 +179,7 @@ class ShardReader:
         iterator = await self._get_iterator_handling_trim()
         idle_delay = cfg.poll_interval_s
         window = self.settings.batching_window_s
-        buffer: list[dict[str, object]] = []
+        buffer: list[ChangeRecord] = []
         buffer_since = 0.0
         while not self.stop.is_set():
             polled_at = time.monotonic()
@@ -257,12 +257,11 @@ class ShardReader:
                     await asyncio.wait_for(self.stop.wait(), timeout=delay)
         return "stopped"
 
-    async def _process(self, raw: list[dict[str, object]]) -> None:
+    async def _process(self, records: list[ChangeRecord]) -> None:
         shard_id = self.shard.shard_id
-        records = [from_stream_record(r, shard_id=shard_id, stream_arn=self.stream_arn) for r in raw]
         self.metrics.records_read.labels(shard=shard_id).inc(len(records))
         # Behind by the newest record's age from now until a read comes back empty (state.py).
-        self.state.read(shard_id, newest_created_s=records[-1].approximate_creation_time_s)
+        self.state.read(shard_id, newest_created_us=records[-1].approximate_creation_time_us)
         size = self.settings.batch_size
         if self._lanes > 1:
             for start in range(0, len(records), size):
@@ -355,14 +354,14 @@ class ShardReader:
         self.state.checkpointed(shard_id, last)
         self.log.debug("checkpoint", sequence_number=last)
 
-    async def _get_iterator_handling_trim(self) -> str:
+    async def _get_iterator_handling_trim(self) -> ShardIterator:
         while True:
             try:
                 return await self._iterator()
             except (TrimmedDataError, ShardGoneError) as exc:
                 return await self._on_trimmed(exc)
 
-    async def _on_trimmed(self, exc: Exception) -> str:
+    async def _on_trimmed(self, exc: Exception) -> ShardIterator:
         """Never skip trimmed data silently: stop the shard, unless the config says skip."""
         self.metrics.errors.labels(kind="trimmed_data").inc()
         if self.settings.reader.on_trimmed_data != "skip_to_trim_horizon" or isinstance(exc, ShardGoneError):

@@ -35,7 +35,6 @@ and keeps the positions, so there is no checkpoint store, no shard discovery and
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import dataclasses
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from replicator.core.codec import decode_event
 from replicator.core.records import ChangeRecord, from_lambda_event
 from replicator.observe.logs import error_text
 from replicator.pipeline.processor import PoisonRecordError
@@ -71,7 +71,6 @@ NO_CONTEXT_BUDGET_S = 900.0
 
 METRIC_NAMESPACE = "Replicator"
 
-_IMAGES = ("Keys", "NewImage", "OldImage")
 _COUNT_METRICS = (
     "records",
     "replicated",
@@ -307,7 +306,7 @@ async def process_event(
     by_key: dict[tuple[tuple[str, str, str], ...], list[int]] = {}
     for index, raw in enumerate(raw_records):
         try:
-            record = from_lambda_event(decode_binary(raw), shard_id=LAMBDA_SHARD_ID)
+            record = from_lambda_event(decode_event(raw), shard_id=LAMBDA_SHARD_ID)
             key = record.key_id
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             # Malformed: it can never succeed. Records after it wait (Lambda delivers them again).
@@ -394,39 +393,6 @@ def _position(batch: Sequence[ChangeRecord], record: ChangeRecord) -> int:
         if candidate.sequence_number == record.sequence_number:
             return position
     return 0
-
-
-# --------------------------------------------------------------------------------------------------
-# Binary attributes
-# --------------------------------------------------------------------------------------------------
-
-
-def decode_binary(raw: dict[str, Any]) -> dict[str, Any]:
-    """Return the record with B/BS values (base64 text on Lambda's wire) decoded to bytes, at any depth."""
-    ddb = raw.get("dynamodb")
-    if not isinstance(ddb, dict):
-        return raw
-    decoded = dict(ddb)
-    for name in _IMAGES:
-        image = ddb.get(name)
-        if isinstance(image, dict):
-            decoded[name] = {attr: _decode_value(value) for attr, value in image.items()}
-    return {**raw, "dynamodb": decoded}
-
-
-def _decode_value(value: Any) -> Any:  # noqa: ANN401 - an AttributeValue as JSON
-    if not isinstance(value, dict) or len(value) != 1:
-        return value
-    ((type_, scalar),) = value.items()
-    if type_ == "B" and isinstance(scalar, str):
-        return {"B": base64.b64decode(scalar, validate=True)}
-    if type_ == "BS" and isinstance(scalar, list):
-        return {"BS": [base64.b64decode(b, validate=True) if isinstance(b, str) else b for b in scalar]}
-    if type_ == "M" and isinstance(scalar, dict):
-        return {"M": {k: _decode_value(v) for k, v in scalar.items()}}
-    if type_ == "L" and isinstance(scalar, list):
-        return {"L": [_decode_value(v) for v in scalar]}
-    return value
 
 
 # --------------------------------------------------------------------------------------------------

@@ -34,9 +34,9 @@ from replicator.observe.state import WorkerState
 from replicator.pipeline.processor import BatchProcessor, build_processor
 from replicator.runtime.consumer import ReaderSettings, ShardReader
 from replicator.sink.deadletter import DeadLetterSink
-from replicator.source.kinesis import source_api
+from replicator.source.api import ChangeSource, StreamInfo
+from replicator.source.factory import open_source
 from replicator.source.shards import Shard, ShardTree
-from replicator.source.streams import StreamInfo, StreamsAPI
 
 log = structlog.get_logger(__name__)
 
@@ -131,7 +131,7 @@ class Replicator:
                 await self.http.start()
                 stack.push_async_callback(self.http.close)
                 log.info("metrics_listening", host=cfg.metrics.host, port=self.http.port)
-            api = await source_api(stack, cfg, clients)  # DynamoDB Streams, or Kinesis (source.kind)
+            api = await open_source(stack, cfg, clients)  # DynamoDB Streams, or Kinesis (source.kind)
             self.stream = await retrying(
                 "DescribeStream",
                 lambda: api.resolve(table=cfg.source.table, stream_arn=cfg.source.stream_arn),
@@ -182,7 +182,7 @@ class Replicator:
             return DynamoDBCheckpointStore(clients["checkpoint"], cp.table)
         return SqliteCheckpointStore(cp.path)
 
-    async def _coordinate(self, api: StreamsAPI, store: CheckpointStore, processor: BatchProcessor) -> None:
+    async def _coordinate(self, api: ChangeSource, store: CheckpointStore, processor: BatchProcessor) -> None:
         assert self.stream is not None  # noqa: S101 - set by run
         arn = self.stream.arn
         tree = ShardTree()
@@ -210,7 +210,7 @@ class Replicator:
             first_discovery = False
             await self._wait_for_event(checkpoints)
 
-    async def _coordinate_leased(self, api: StreamsAPI, clients: dict[str, Any], processor: BatchProcessor) -> None:
+    async def _coordinate_leased(self, api: ChangeSource, clients: dict[str, Any], processor: BatchProcessor) -> None:
         """Like ``_coordinate``, for ``leases.enabled``: read only the shards this worker holds a lease on.
 
         Every renewal interval: take free/expired leases up to the fair share (or steal one), start readers
@@ -254,7 +254,7 @@ class Replicator:
 
     def _start_reader(
         self,
-        api: StreamsAPI,
+        api: ChangeSource,
         store: CheckpointStore,
         processor: BatchProcessor,
         shard: Shard,

@@ -34,8 +34,9 @@ from urllib.parse import urlparse
 
 import structlog
 
+from replicator.core.codec import decode_event, encode_event
 from replicator.core.errors import ReplicatorError
-from replicator.core.records import ChangeRecord, from_lambda_event
+from replicator.core.records import US_PER_S, ChangeRecord, from_lambda_event
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
 
@@ -63,7 +64,6 @@ FORMAT = "replicator.dead_letter/1"
 SQS_MAX_MESSAGE_BYTES = 256 * 1024
 """SQS's classic limit; queues created with a larger MaximumMessageSize still accept this."""
 SQS_BATCH_MAX = 10
-_IMAGES = ("Keys", "NewImage", "OldImage")
 
 
 class DeadLetterError(ReplicatorError):
@@ -73,55 +73,6 @@ class DeadLetterError(ReplicatorError):
 # --------------------------------------------------------------------------------------------------
 # The document
 # --------------------------------------------------------------------------------------------------
-
-
-def _encode_value(value: Any) -> Any:  # noqa: ANN401 - walks arbitrary AttributeValue JSON
-    """Replace bytes in an AttributeValue by base64 text (B, BS, nested in M and L)."""
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for type_, scalar in value.items():
-        if type_ == "B" and isinstance(scalar, bytes | bytearray):
-            out[type_] = base64.b64encode(scalar).decode("ascii")
-        elif type_ == "BS" and isinstance(scalar, list):
-            out[type_] = [
-                base64.b64encode(b).decode("ascii") if isinstance(b, bytes | bytearray) else b for b in scalar
-            ]
-        elif type_ == "M" and isinstance(scalar, dict):
-            out[type_] = {k: _encode_value(v) for k, v in scalar.items()}
-        elif type_ == "L" and isinstance(scalar, list):
-            out[type_] = [_encode_value(v) for v in scalar]
-        else:
-            out[type_] = scalar
-    return out
-
-
-def _decode_value(value: Any) -> Any:  # noqa: ANN401 - walks arbitrary AttributeValue JSON
-    """Undo ``_encode_value``: base64 text in B/BS back to bytes."""
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for type_, scalar in value.items():
-        if type_ == "B" and isinstance(scalar, str):
-            out[type_] = base64.b64decode(scalar)
-        elif type_ == "BS" and isinstance(scalar, list):
-            out[type_] = [base64.b64decode(b) if isinstance(b, str) else b for b in scalar]
-        elif type_ == "M" and isinstance(scalar, dict):
-            out[type_] = {k: _decode_value(v) for k, v in scalar.items()}
-        elif type_ == "L" and isinstance(scalar, list):
-            out[type_] = [_decode_value(v) for v in scalar]
-        else:
-            out[type_] = scalar
-    return out
-
-
-def _map_images(event: dict[str, Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
-    ddb = dict(event.get("dynamodb") or {})
-    for name in _IMAGES:
-        image = ddb.get(name)
-        if isinstance(image, dict):
-            ddb[name] = {attr: fn(v) for attr, v in image.items()}
-    return {**event, "dynamodb": ddb}
 
 
 def _iso(epoch_s: float) -> str:
@@ -161,11 +112,12 @@ class DeadLetterContext:
     def document(self, record: ChangeRecord, *, error: BaseException, attempts: int) -> dict[str, Any]:
         """Build the dead letter for ``record``: JSON-serialisable, replayable on its own."""
         now = self.clock()
+        created_s = record.approximate_creation_time_us / US_PER_S
         cause = error.__cause__
         return {
             "format": FORMAT,
             "id": str(uuid.uuid4()),
-            "record": _map_images(record.event, _encode_value),
+            "record": encode_event(record.event),
             "error": {
                 "type": type(error).__name__,
                 "message": str(error),
@@ -178,10 +130,10 @@ class DeadLetterContext:
             "streamArn": record.event.get("eventSourceARN"),
             "source": {"region": self.source_region, "table": self.source_table},
             "target": {"region": self.target_region, "table": self.target_table},
-            "approximateCreationDateTime": record.approximate_creation_time_s,
-            "approximateCreationTime": _iso(record.approximate_creation_time_s),
+            "approximateCreationDateTime": created_s,
+            "approximateCreationTime": _iso(created_s),
             "deadLetteredAt": _iso(now),
-            "recordAgeSeconds": round(max(0.0, now - record.approximate_creation_time_s), 3),
+            "recordAgeSeconds": round(max(0.0, now - created_s), 3),
         }
 
 
@@ -189,7 +141,7 @@ def record_from_document(doc: dict[str, Any]) -> ChangeRecord:
     """Rebuild the ChangeRecord a dead letter holds; raises DeadLetterError when it is not one."""
     if doc.get("format") != FORMAT or not isinstance(doc.get("record"), dict):
         raise DeadLetterError(f"not a replicator dead letter (format {doc.get('format')!r})")
-    event = _map_images(doc["record"], _decode_value)
+    event = decode_event(doc["record"])
     try:
         return from_lambda_event(event, shard_id=str(doc.get("shardId") or "redrive"))
     except ValueError as exc:

@@ -1,16 +1,25 @@
 """Shard lineage: which shards exist, which are closed, and which may start (parent before child).
 
-Pure data, no I/O: the coordinator feeds it DescribeStream pages and checkpoints, and asks which shards
-are ready. A child starts only after its parent is fully read (checkpointed at shard end), so changes to
-one key, which move to a child shard on a split or rollover, are applied in source order.
+Pure data, no I/O: the coordinator feeds it DescribeStream pages and checkpoints (anything with a
+``shard_end`` flag: this package sits below the checkpoint store), and asks which shards are ready. A
+child starts only after its parent is fully read (checkpointed at shard end), so changes to one key,
+which move to a child shard on a split or rollover, are applied in source order.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
-from replicator.checkpoint import Checkpoint
+
+class ShardProgress(Protocol):
+    """How far a shard has been read, as far as lineage cares (a ``Checkpoint`` is one)."""
+
+    @property
+    def shard_end(self) -> bool:
+        """True once the shard has been read to its end and checkpointed there."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,7 +70,7 @@ class ShardTree:
             self.shards[shard.shard_id] = shard
         return new
 
-    def ready(self, checkpoints: Mapping[str, Checkpoint], active: Iterable[str]) -> list[Shard]:
+    def ready(self, checkpoints: Mapping[str, ShardProgress], active: Iterable[str]) -> list[Shard]:
         """Shards that may start now: not finished, not running, and whose parent is done.
 
         A parent is done when its checkpoint says shard end, or when it is no longer in the stream
@@ -81,7 +90,7 @@ class ShardTree:
         # Oldest first: parents are listed before children by the API, keep that order stable.
         return sorted(out, key=lambda s: (s.starting_sequence_number or "").rjust(128, "0"))
 
-    def parent_pending(self, shard: Shard, checkpoints: Mapping[str, Checkpoint]) -> bool:
+    def parent_pending(self, shard: Shard, checkpoints: Mapping[str, ShardProgress]) -> bool:
         """Say whether a parent of the shard (either, after a merge) is known and not yet fully read."""
         for parent in (shard.parent_shard_id, shard.adjacent_parent_shard_id):
             if parent is None or parent not in self.shards:

@@ -1,42 +1,26 @@
-"""DynamoDB Streams: find the stream, list every shard, get iterators and records.
+"""DynamoDB Streams as the change source (``source.kind: dynamodb``, the default).
 
-A thin layer over the aiobotocore ``dynamodbstreams`` client that turns the API's errors into ours
-(``errors.py``) and paces DescribeStream within its limit of 10 calls/s.
+A thin layer over the aiobotocore ``dynamodbstreams`` client that keeps the ``ChangeSource`` contract
+(``api.py``): errors translated, records converted once into ChangeRecords, DescribeStream paced within
+its limit of 10 calls/s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from typing import Any, Literal
+from typing import Any
 
-from replicator.core.errors import (
-    ExpiredIteratorError,
-    ShardGoneError,
-    StreamConfigError,
-    TransientError,
-    TrimmedDataError,
-    error_code,
-    is_transient,
-)
+from replicator.core.errors import StreamConfigError
+from replicator.core.records import from_stream_record
+from replicator.source.api import IteratorType, RecordPage, ShardIterator, StreamInfo, translate_error
 from replicator.source.shards import Shard
 
-IteratorType = Literal["TRIM_HORIZON", "LATEST", "AFTER_SEQUENCE_NUMBER", "AT_SEQUENCE_NUMBER"]
 DESCRIBE_STREAM_CALLS_PER_S = 10.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StreamInfo:
-    """The source stream."""
-
-    arn: str
-    view_type: str
-    status: str
-
-
-class StreamsAPI:
-    """The calls the shard reader and the coordinator make to DynamoDB Streams."""
+class StreamsSource:
+    """A ``ChangeSource`` reading a DynamoDB stream."""
 
     def __init__(self, streams_client: Any, dynamodb_client: Any) -> None:  # noqa: ANN401 - aiobotocore clients
         """Bind to clients owned by the service; no I/O."""
@@ -74,7 +58,7 @@ class StreamsAPI:
         try:
             result: dict[str, Any] = (await self._streams.describe_stream(**kwargs))["StreamDescription"]
         except Exception as exc:
-            raise _translate(exc, "DescribeStream") from exc
+            raise translate_error(exc, "DescribeStream") from exc
         return result
 
     async def list_shards(self, stream_arn: str) -> list[Shard]:
@@ -90,37 +74,28 @@ class StreamsAPI:
 
     async def get_iterator(
         self, stream_arn: str, shard_id: str, iterator_type: IteratorType, sequence_number: str | None = None
-    ) -> str:
-        """A shard iterator (valid 15 minutes)."""
+    ) -> ShardIterator:
+        """Return a shard iterator (valid 15 minutes)."""
         kwargs: dict[str, Any] = {"StreamArn": stream_arn, "ShardId": shard_id, "ShardIteratorType": iterator_type}
         if sequence_number is not None:
             kwargs["SequenceNumber"] = sequence_number
         try:
-            return str((await self._streams.get_shard_iterator(**kwargs))["ShardIterator"])
+            token = str((await self._streams.get_shard_iterator(**kwargs))["ShardIterator"])
         except Exception as exc:
-            raise _translate(exc, "GetShardIterator") from exc
+            raise translate_error(exc, "GetShardIterator") from exc
+        position = sequence_number if iterator_type == "AFTER_SEQUENCE_NUMBER" else None
+        return ShardIterator(stream_arn, shard_id, token, position)
 
-    async def get_records(self, iterator: str, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        """Records after the iterator and the next iterator (None: the shard is closed and read to its end)."""
+    async def get_records(self, iterator: ShardIterator, limit: int) -> RecordPage:
+        """Return the records after the iterator and the next iterator (None: the shard is closed and read)."""
         try:
-            resp = await self._streams.get_records(ShardIterator=iterator, Limit=limit)
+            resp = await self._streams.get_records(ShardIterator=iterator.token, Limit=limit)
         except Exception as exc:
-            raise _translate(exc, "GetRecords") from exc
-        return resp.get("Records", []), resp.get("NextShardIterator")
-
-
-def _translate(exc: Exception, operation: str) -> Exception:
-    code = error_code(exc)
-    if code == "ExpiredIteratorException":
-        return ExpiredIteratorError(f"{operation}: shard iterator expired")
-    if code == "TrimmedDataAccessException":
-        return TrimmedDataError(
-            f"{operation}: records past the checkpoint were trimmed from the stream (24 h retention)"
-        )
-    if code == "ResourceNotFoundException":
-        return ShardGoneError(f"{operation}: {exc}")
-    if is_transient(exc):
-        err = TransientError(f"{operation}: {code or type(exc).__name__}")
-        err.__cause__ = exc
-        return err
-    return exc
+            raise translate_error(exc, "GetRecords") from exc
+        shard_id, arn = iterator.shard_id, iterator.stream_arn
+        records = [from_stream_record(raw, shard_id=shard_id, stream_arn=arn) for raw in resp.get("Records", ())]
+        token = resp.get("NextShardIterator")
+        if token is None:
+            return RecordPage(records, None)
+        position = records[-1].sequence_number if records else iterator.position
+        return RecordPage(records, ShardIterator(arn, shard_id, token, position))

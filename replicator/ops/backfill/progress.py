@@ -7,13 +7,13 @@ finished segments and continues the others after their key. A different segment 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from replicator.core.codec import b64_text, decode_value
 from replicator.core.errors import ReplicatorError
 
 if TYPE_CHECKING:
@@ -57,28 +57,16 @@ class ProgressStore(Protocol):
 
 
 def _encode_key(key: Item | None) -> Any:  # noqa: ANN401 - JSON value
+    # Key attributes are scalars; binary ones are stored under the tag "B64" (the format since the first release).
     if key is None:
         return None
-    out: dict[str, Any] = {}
-    for name, value in key.items():
-        ((type_, scalar),) = value.items()
-        if type_ == "B":
-            out[name] = {"B64": base64.b64encode(scalar).decode("ascii")}
-        else:
-            out[name] = {type_: scalar}
-    return out
+    return {name: {"B64": b64_text(value["B"])} if "B" in value else dict(value) for name, value in key.items()}
 
 
 def _decode_key(raw: Any) -> Item | None:  # noqa: ANN401 - JSON value
     if raw is None:
         return None
-    out: Item = {}
-    for name, value in raw.items():
-        if "B64" in value:
-            out[name] = {"B": base64.b64decode(value["B64"])}
-        else:
-            out[name] = dict(value)
-    return out
+    return {name: decode_value({"B": value["B64"]}) if "B64" in value else dict(value) for name, value in raw.items()}
 
 
 def _mismatch(table: str, saved: int, asked: int) -> BackfillError:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import types
+from typing import Any
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from replicator.aws.clients import LeanDynamoDB, _decode_binary
+from replicator.aws.clients import LeanDynamoDB
 
 
 def _lean(url: str = "https://dynamodb.eu-west-1.amazonaws.com", region: str = "eu-west-1") -> LeanDynamoDB:
@@ -51,7 +52,7 @@ def test_signature_matches_botocore_on_a_local_port() -> None:
     )
 
 
-def test_binary_values_are_decoded_at_any_depth() -> None:
+async def test_binary_values_are_decoded_at_any_depth() -> None:
     """B and BS values, also inside maps and lists, come out as bytes like botocore's parser gives them."""
     enc = base64.b64encode(b"\x00\xff").decode()
     item = {
@@ -61,7 +62,15 @@ def test_binary_values_are_decoded_at_any_depth() -> None:
         "l": {"L": [{"B": enc}, {"S": "s"}]},
         "n": {"N": "1.50"},
     }
-    _decode_binary(item)
+    lean = _lean()
+
+    async def call(_operation: str, _params: dict[str, Any]) -> dict[str, Any]:
+        lean._has_binary = True
+        return {"Records": [{"dynamodb": {"Keys": {"n": {"N": "1"}}, "NewImage": item}}]}
+
+    lean._call = call  # type: ignore[method-assign]
+    result = await lean.get_records(ShardIterator="it")
+    item = result["Records"][0]["dynamodb"]["NewImage"]
     assert item["b"] == {"B": b"\x00\xff"}
     assert item["bs"] == {"BS": [b"\x00\xff"]}
     assert item["m"]["M"]["inner"] == {"B": b"\x00\xff"}

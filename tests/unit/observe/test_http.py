@@ -81,7 +81,7 @@ async def test_metrics_serves_prometheus_text_with_current_ages(
 ) -> None:
     """A scrape parses as Prometheus text and shows ages computed at scrape time."""
     state.set_state("s1", "reading")
-    state.read("s1", newest_created_s=T0 - 5)
+    state.read("s1", newest_created_us=int((T0 - 5) * 1_000_000))
     state.metrics.records.labels(outcome="replicated").inc(4)
     clock.now += 10
     status, content_type, body = await _get(server, "/metrics")

@@ -61,7 +61,7 @@ def _record(**kw: Any) -> ChangeRecord:
         "new_image": {"pk": {"S": SECRET}, "email": {"S": SECRET}},
         "old_image": None,
         "sequence_number": "000000000000000000042",
-        "approximate_creation_time_s": 1.0,
+        "approximate_creation_time_us": 1_000_000,
         "shard_id": "shardId-1",
         "event": {},
     }

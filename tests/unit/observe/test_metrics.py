@@ -24,7 +24,7 @@ from replicator.observe.state import WorkerState
 from replicator.runtime.consumer import ReaderSettings, ShardReader
 from replicator.runtime.service import Replicator, build_processor
 from replicator.source.shards import Shard
-from replicator.source.streams import StreamsAPI
+from replicator.source.streams import StreamsSource
 
 if TYPE_CHECKING:
     from replicator.core.records import ChangeRecord
@@ -184,7 +184,7 @@ class Harness:
         """Return a reader of the shard wired to this harness."""
         closed = self.stream.shards[shard_id].closed
         return ShardReader(
-            api=StreamsAPI(self.stream, self.stream),
+            api=StreamsSource(self.stream, self.stream),
             stream_arn=self.stream.arn,
             shard=Shard(shard_id, parent, "1", "9" if closed else None),
             checkpoint=None,
@@ -252,7 +252,7 @@ def test_iterator_age_grows_while_behind_and_is_zero_when_caught_up() -> None:
     state = WorkerState(metrics, clock=clock)
     state.set_state("s1", "reading")
     assert _value(metrics, "replicator_iterator_age_seconds", shard="s1") == 0
-    state.read("s1", newest_created_s=T0 - 30)
+    state.read("s1", newest_created_us=int((T0 - 30) * 1_000_000))
     assert _value(metrics, "replicator_iterator_age_seconds", shard="s1") == 30
     clock.now += 45  # nothing reported: the batch is stuck
     assert _value(metrics, "replicator_iterator_age_seconds", shard="s1") == 75
@@ -321,7 +321,7 @@ def test_closed_shard_drops_gauges_at_once_and_counters_after_grace() -> None:
     metrics = Metrics()
     state = WorkerState(metrics, clock=clock, closed_counter_grace_s=60)
     state.set_state("s1", "reading")
-    state.read("s1", newest_created_s=T0 - 5)
+    state.read("s1", newest_created_us=int((T0 - 5) * 1_000_000))
     state.checkpointed("s1", "100")
     metrics.records_read.labels(shard="s1").inc(3)
     metrics.records_written.labels(shard="s1").inc(2)

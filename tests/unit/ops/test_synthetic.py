@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from replicator.core.config import Config, ReplicationConfig
-from replicator.core.records import ChangeRecord, Item
+from replicator.core.records import ChangeRecord, Item, epoch_us
 from replicator.observe.metrics import Metrics
 from replicator.ops.backfill import Backfill, BackfillSettings, BackfillSummary, SegmentProgress
 from replicator.ops.verify import Verifier
@@ -89,7 +89,7 @@ async def test_backfill_makes_an_insert_dated_before_its_read_that_loses_ties_an
             new_image=MARKED,
             old_image=MARKED,
             sequence_number="0",
-            approximate_creation_time_s=940.5,
+            approximate_creation_time_us=940_500_000,
             shard_id="backfill-1",
             event={
                 "eventID": "backfill-1",
@@ -175,7 +175,7 @@ def _verify_record(now_s: float) -> ChangeRecord:
         new_image=CLEAN,
         old_image=None,
         sequence_number="9" * TIEBREAK_DIGITS,
-        approximate_creation_time_s=now_s,
+        approximate_creation_time_us=epoch_us(now_s),
         shard_id="verify",
         event={
             "eventID": "verify",

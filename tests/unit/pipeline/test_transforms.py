@@ -245,7 +245,7 @@ def test_set_derived_values(derived, expected):
 def test_set_derived_creation_time_keeps_fractions():
     """A fractional creation time (Kinesis carries milliseconds) is not truncated."""
     rec = make_record(new=item())
-    rec.approximate_creation_time_s = 1_699_999_990.25
+    rec.approximate_creation_time_us = 1_699_999_990_250_000
     out = run(rec, {"type": "set", "attribute": "d", "derived": "source_approximate_creation_time_epoch_s"})
     assert out is not None
     assert out.new_image is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,6 @@ from replicator.pipeline.processor import build_processor
 from replicator.runtime import lambda_function
 from replicator.runtime.lambda_function import (
     EventOutcome,
-    decode_binary,
     invocation_budget_s,
     process_event,
     summary_line,
@@ -205,28 +203,6 @@ async def test_malformed_record_fails_at_itself_and_later_records_wait() -> None
     assert outcome.failed_index == 2
     assert outcome.error == "ValueError"
     assert set(target.items) == {"a", "b"}
-
-
-def test_decode_binary_turns_base64_text_into_bytes_at_any_depth() -> None:
-    """B and BS values (top level, in maps and lists, in keys and images) become bytes; others stay."""
-    b64 = base64.b64encode
-    raw = _record(
-        0,
-        "a",
-        blob={"B": b64(b"\x00\xff").decode()},
-        blobs={"BS": [b64(b"1").decode(), b64(b"2").decode()]},
-        nested={"M": {"inner": {"L": [{"B": b64(b"deep").decode()}, {"S": "text"}]}}},
-    )
-    raw["dynamodb"]["Keys"]["sk"] = {"B": b64(b"key").decode()}
-    original = json.dumps(raw)
-    decoded = decode_binary(raw)
-    image = decoded["dynamodb"]["NewImage"]
-    assert image["blob"] == {"B": b"\x00\xff"}
-    assert image["blobs"] == {"BS": [b"1", b"2"]}
-    assert image["nested"]["M"]["inner"]["L"] == [{"B": b"deep"}, {"S": "text"}]
-    assert image["n"] == raw["dynamodb"]["NewImage"]["n"]
-    assert decoded["dynamodb"]["Keys"]["sk"] == {"B": b"key"}
-    assert json.dumps(raw) == original
 
 
 def test_budget_keeps_a_margin_from_the_remaining_time() -> None:

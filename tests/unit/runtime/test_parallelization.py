@@ -16,7 +16,7 @@ from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
 from replicator.runtime.consumer import CheckpointTracker, ReaderSettings, ShardReader, lane_of
 from replicator.source.shards import Shard
-from replicator.source.streams import StreamsAPI
+from replicator.source.streams import StreamsSource
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -93,7 +93,7 @@ class _Processor:
 def _reader(stream: ScriptedStream, processor: _Processor, store: _Store, factor: int) -> ShardReader:
     metrics = Metrics()
     return ShardReader(
-        api=StreamsAPI(stream, stream),
+        api=StreamsSource(stream, stream),
         stream_arn=stream.arn,
         shard=Shard("s1", None, "1"),
         checkpoint=None,

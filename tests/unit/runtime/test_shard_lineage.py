@@ -1,4 +1,4 @@
-"""Shard lineage against the scripted stream: splits, rollovers, new shards, paginated discovery."""
+"""Shard lineage against the scripted stream: splits, rollovers, new shards, trimmed parents."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ from pathlib import Path
 import pytest
 from scripted_stream import RecordingTarget, ScriptedStream
 
-from replicator.checkpoint import Checkpoint
 from replicator.core.config import Config
 from replicator.observe.metrics import Metrics
 from replicator.runtime.service import Replicator
-from replicator.source.shards import Shard, ShardTree
-from replicator.source.streams import StreamsAPI
 
 
 def _config(tmp_path: Path, **overrides: object) -> Config:
@@ -46,48 +43,6 @@ async def _run_until(replicator: Replicator, done: Callable[[], bool], timeout_s
 def _replicator(cfg: Config, stream: ScriptedStream, target: RecordingTarget) -> Replicator:
     clients = {"source": stream, "streams": stream, "target": target}
     return Replicator(cfg, metrics=Metrics(), clients=clients)
-
-
-def _cp(shard_id: str, *, end: bool) -> Checkpoint:
-    return Checkpoint(shard_id, "1", shard_end=end, updated_at_s=0.0)
-
-
-def test_tree_child_waits_for_parent() -> None:
-    """A child is not ready until its parent is checkpointed at shard end."""
-    tree = ShardTree()
-    tree.update([Shard("p", None, "1", "5"), Shard("c", "p", "6")])
-    assert [s.shard_id for s in tree.ready({}, [])] == ["p"]
-    assert [s.shard_id for s in tree.ready({"p": _cp("p", end=False)}, [])] == ["p"]
-    assert [s.shard_id for s in tree.ready({"p": _cp("p", end=True)}, [])] == ["c"]
-
-
-def test_tree_child_of_trimmed_parent_is_ready() -> None:
-    """A parent no longer in the stream (trimmed) does not block its child."""
-    tree = ShardTree()
-    tree.update([Shard("c", "gone", "6")])
-    assert [s.shard_id for s in tree.ready({}, [])] == ["c"]
-
-
-def test_tree_skips_running_and_finished() -> None:
-    """Running shards and finished shards are not offered again."""
-    tree = ShardTree()
-    tree.update([Shard("a", None, "1"), Shard("b", None, "2", "3")])
-    assert tree.ready({"b": _cp("b", end=True)}, ["a"]) == []
-
-
-async def test_paginated_discovery_lists_every_shard() -> None:
-    """DescribeStream is followed past its 100-shard pages until every shard is listed."""
-    stream = ScriptedStream()
-    parent = None
-    for i in range(250):
-        stream.add_shard(f"shardId-{i:05d}", parent)
-        stream.close(f"shardId-{i:05d}")
-        parent = f"shardId-{i:05d}"
-    api = StreamsAPI(stream, stream)
-    shards = await api.list_shards(stream.arn)
-    assert [s.shard_id for s in shards] == [f"shardId-{i:05d}" for i in range(250)]
-    assert stream.describe_calls == 3
-    assert all(s.closed for s in shards)
 
 
 async def test_split_reads_parent_before_children(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Kinesis source parts without a server: payload conversion, merge lineage, shard end, pacing."""
+"""Kinesis source parts without a server: payload conversion, shard end, pacing, iterators."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import json
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
-from replicator.checkpoint import Checkpoint
-from replicator.core.records import from_stream_record
+from replicator.core.errors import ExpiredIteratorError, ShardGoneError, TransientError
+from replicator.core.records import ChangeRecord
 from replicator.pipeline.version import change_version
-from replicator.source.kinesis import KinesisAPI, creation_time_s, to_stream_record
-from replicator.source.shards import Shard, ShardTree
+from replicator.source.api import ChangeSource, ShardIterator
+from replicator.source.kinesis import KinesisSource, creation_time_s, creation_time_us, to_change_record
 
 PAYLOAD = {
     "awsRegion": "us-east-1",
@@ -35,15 +36,20 @@ PAYLOAD = {
     "eventSource": "aws:dynamodb",
 }
 SEQ = "49650000000000000000000000000000000000000000000000000001"  # 56 digits
+ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
+
+
+def _record(payload: object, shard_id: str = "shardId-000000000001") -> ChangeRecord:
+    return to_change_record(json.dumps(payload).encode(), SEQ, shard_id=shard_id, stream_arn=ARN)
 
 
 def test_payload_becomes_a_change_record_with_the_kinesis_sequence_number() -> None:
     """The documented payload converts to a record with ms time, bytes, and a 56-digit version tie-breaker."""
-    raw = to_stream_record(json.dumps(PAYLOAD).encode(), SEQ)
-    record = from_stream_record(raw, shard_id="shardId-000000000001", stream_arn="arn:aws:kinesis:x")
+    record = _record(PAYLOAD)
     assert record.event_name == "MODIFY"
     assert record.sequence_number == SEQ
-    assert record.approximate_creation_time_s == pytest.approx(1700000000.123)
+    assert record.shard_id == "shardId-000000000001"
+    assert record.approximate_creation_time_us == 1700000000123000
     assert record.new_image is not None
     assert record.new_image["b"] == {"B": b"\x00\xff"}
     assert record.new_image["n"] == {"N": "1.50"}
@@ -63,6 +69,80 @@ def test_creation_time_in_ms_or_us_is_told_apart_by_magnitude(value: int, second
     assert creation_time_s(value) == pytest.approx(seconds, abs=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("value", "micros"),
+    [
+        (1700000000123, 1700000000123000),
+        (1700000000123456, 1700000000123456),
+        ("1700000000123456", 1700000000123456),
+        (1700000000, 1700000000000000),
+    ],
+)
+def test_creation_time_in_us_is_exact(value: object, micros: int) -> None:
+    """Millisecond and microsecond values become integer µs exactly, without passing through a float."""
+    assert creation_time_us(value) == micros
+
+
+def test_microsecond_precision_keeps_all_six_digits_in_the_version() -> None:
+    """A MICROSECOND-precision change versions to the microsecond; its event still says epoch seconds."""
+    payload: dict[str, Any] = {
+        **PAYLOAD,
+        "dynamodb": {**PAYLOAD["dynamodb"], "ApproximateCreationDateTime": 1700000000123457},
+    }
+    record = _record(payload)
+    assert record.approximate_creation_time_us == 1700000000123457
+    assert record.event["dynamodb"]["ApproximateCreationDateTime"] == 1700000000.123457
+    version, _ = change_version(
+        record, origin="us-east-1", version_attribute="_v", timestamp_attribute=None, timestamp_unit="ms"
+    )
+    assert version.startswith("01700000000123457#")
+
+
+def test_event_is_the_lambda_shape_key_for_key() -> None:
+    """The event filters match and dead letters carry: the Lambda shape, in the order it always had."""
+    payload: dict[str, Any] = {**PAYLOAD, "userIdentity": {"type": "Service", "principalId": "x"}}
+    event = _record(payload).event
+    assert event == {
+        "eventID": "0a1b",
+        "eventName": "MODIFY",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "userIdentity": {"type": "Service", "principalId": "x"},
+        "tableName": "Orders",
+        "dynamodb": {
+            "Keys": {"pk": {"S": "a"}},
+            "SequenceNumber": SEQ,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+            "ApproximateCreationDateTime": 1700000000.123,
+            "NewImage": {"pk": {"S": "a"}, "b": {"B": b"\x00\xff"}, "n": {"N": "1.50"}},
+            "OldImage": {"pk": {"S": "a"}, "n": {"N": "1"}},
+            "SizeBytes": 42,
+        },
+        "eventSourceARN": ARN,
+    }
+    assert list(event) == [
+        "eventID",
+        "eventName",
+        "eventVersion",
+        "eventSource",
+        "awsRegion",
+        "userIdentity",
+        "tableName",
+        "dynamodb",
+        "eventSourceARN",
+    ]
+    assert list(event["dynamodb"]) == [
+        "Keys",
+        "SequenceNumber",
+        "StreamViewType",
+        "ApproximateCreationDateTime",
+        "NewImage",
+        "OldImage",
+        "SizeBytes",
+    ]
+
+
 def test_a_ttl_delete_keeps_its_service_identity() -> None:
     """A REMOVE by DynamoDB's TTL (userIdentity Service) is recognised as a TTL delete."""
     payload: dict[str, Any] = {
@@ -71,7 +151,7 @@ def test_a_ttl_delete_keeps_its_service_identity() -> None:
         "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
     }
     payload["dynamodb"] = {k: v for k, v in PAYLOAD["dynamodb"].items() if k != "NewImage"}
-    record = from_stream_record(to_stream_record(json.dumps(payload), SEQ), shard_id="s", stream_arn="a")
+    record = _record(payload)
     assert record.is_ttl_delete
     assert record.new_image is None
 
@@ -79,40 +159,7 @@ def test_a_ttl_delete_keeps_its_service_identity() -> None:
 def test_not_a_dynamodb_change_is_refused_by_name() -> None:
     """Foreign data in the stream raises ValueError naming the Kinesis sequence number."""
     with pytest.raises(ValueError, match=SEQ):
-        to_stream_record(b'{"hello": 1}', SEQ)
-
-
-def test_a_merged_shard_waits_for_both_parents() -> None:
-    """A child of a merge starts only when its parent AND its adjacent parent are read to the end."""
-    tree = ShardTree()
-    tree.update(
-        [
-            Shard.from_api(
-                {
-                    "ShardId": "p1",
-                    "SequenceNumberRange": {"StartingSequenceNumber": "1", "EndingSequenceNumber": "5"},
-                }
-            ),
-            Shard.from_api(
-                {
-                    "ShardId": "p2",
-                    "SequenceNumberRange": {"StartingSequenceNumber": "2", "EndingSequenceNumber": "6"},
-                }
-            ),
-            Shard.from_api(
-                {
-                    "ShardId": "c",
-                    "ParentShardId": "p1",
-                    "AdjacentParentShardId": "p2",
-                    "SequenceNumberRange": {"StartingSequenceNumber": "7"},
-                }
-            ),
-        ]
-    )
-    one_done = {"p1": Checkpoint("p1", "5", shard_end=True, updated_at_s=0)}
-    assert [s.shard_id for s in tree.ready(one_done, [])] == ["p2"]
-    both_done = {**one_done, "p2": Checkpoint("p2", "6", shard_end=True, updated_at_s=0)}
-    assert [s.shard_id for s in tree.ready(both_done, [])] == ["c"]
+        to_change_record(b'{"hello": 1}', SEQ, shard_id="s", stream_arn=ARN)
 
 
 class _FakeKinesis:
@@ -156,13 +203,71 @@ async def test_get_records_is_paced_per_shard_and_a_read_closed_shard_ends() -> 
     small = {"Records": [{"SequenceNumber": "2", "Data": data}], "NextShardIterator": "it-2"}
     empty: dict[str, Any] = {"Records": [], "NextShardIterator": "it-3"}  # moto never says the shard ended
     fake = _FakeKinesis([big, small, empty], now)
-    api = KinesisAPI(fake, None, clock=lambda: now[0], sleep=sleep)
+    api = KinesisSource(fake, None, clock=lambda: now[0], sleep=sleep)
     await api.list_shards("arn")
-    iterator: str | None = await api.get_iterator("arn", "s", "TRIM_HORIZON")
+    iterator: ShardIterator | None = await api.get_iterator("arn", "s", "TRIM_HORIZON")
     ends = []
     while iterator is not None:
         _, iterator = await api.get_records(iterator, 1000)
-        ends.append(iterator)
+        ends.append(None if iterator is None else iterator.token)
     assert ends == ["it-1", "it-2", None]
     assert fake.calls[1] - fake.calls[0] >= 1.0  # 2 MB at 2 MB/s
     assert fake.calls[2] - fake.calls[1] >= 0.2 - 1e-9  # 5 calls/s
+
+
+class _FlakyKinesis(_FakeKinesis):
+    """Fails the first GetRecords with ``code``, then answers from the pages."""
+
+    def __init__(self, pages: list[dict[str, Any]], clock: list[float], code: str) -> None:
+        super().__init__(pages, clock)
+        self.code = code
+        self.tokens: list[str] = []
+
+    async def get_records(self, **kwargs: Any) -> dict[str, Any]:
+        self.tokens.append(kwargs["ShardIterator"])
+        if self.code:
+            code, self.code = self.code, ""
+            raise ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {}}, "GetRecords")
+        return await super().get_records(**kwargs)
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+async def test_a_failed_read_is_retried_with_the_same_iterator() -> None:
+    """The iterator is not used up by a failure: the same object reads the page after a throttle."""
+    now = [0.0]
+    other = {**PAYLOAD, "tableName": "Other"}
+    page = {
+        "Records": [
+            {"SequenceNumber": "1", "Data": json.dumps(PAYLOAD).encode()},
+            {"SequenceNumber": "2", "Data": json.dumps(other).encode()},
+        ],
+        "NextShardIterator": "it-1",
+    }
+    fake = _FlakyKinesis([page], now, "KMSThrottlingException")
+    source: ChangeSource = KinesisSource(fake, None, table="Orders", clock=lambda: now[0], sleep=_no_sleep)
+    iterator = await source.get_iterator(ARN, "s", "AFTER_SEQUENCE_NUMBER", "0")
+    with pytest.raises(TransientError, match="KMSThrottlingException"):
+        await source.get_records(iterator, 100)
+    records, after = await source.get_records(iterator, 100)
+    assert fake.tokens == ["it-0", "it-0"]
+    assert [(r.sequence_number, r.shard_id) for r in records] == [("1", "s")]  # the other table's is skipped
+    assert after == ShardIterator(ARN, "s", "it-1", position="2")
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("ExpiredIteratorException", ExpiredIteratorError),
+        ("ResourceNotFoundException", ShardGoneError),
+        ("ProvisionedThroughputExceededException", TransientError),
+    ],
+)
+async def test_read_errors_keep_the_contract(code: str, error: type[Exception]) -> None:
+    """Kinesis' error codes become the contract's errors."""
+    fake = _FlakyKinesis([], [0.0], code)
+    source = KinesisSource(fake, None, clock=lambda: 0.0, sleep=_no_sleep)
+    with pytest.raises(error):
+        await source.get_records(ShardIterator(ARN, "s", "it-0"), 100)

@@ -1,0 +1,106 @@
+"""The package layering: imports point one way, from the entry points down to the shared core."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3] / "replicator"
+
+# Lowest first: a package may import its own modules and those of the packages before it, never after.
+LAYERS = ("core", "observe", "aws", "source", "checkpoint", "sink", "pipeline", "runtime", "ops", "cli")
+# Top-level modules that are entry points: they may import anything.
+ENTRY_MODULES = {"__init__", "__main__", "lambda_handler"}
+
+
+def _package_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "replicator":
+        return None
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every module ``path`` imports (at any depth, TYPE_CHECKING blocks and function bodies included)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "replicator":
+                # ``from replicator import x`` names a package (or the root's ``__version__``) by the imported name.
+                out.extend((node.lineno, f"replicator.{alias.name}") for alias in node.names)
+            else:
+                out.append((node.lineno, node.module))
+    return out
+
+
+def _check_import(own: str, module: str) -> str | None:
+    """What is wrong with package ``own`` importing ``module``, or None."""
+    if module.startswith("replicator_dev"):
+        # Only ``replicator demo`` loads the dev package, when installed, and says so when not.
+        return None if own == "cli" else f"imports the dev-only package {module}"
+    other = _package_of(module)
+    if other is None or other == own or other.startswith("__"):
+        return None  # outside the project, the same package, or the root's ``__version__``
+    if other == "" or other not in LAYERS:
+        return f"{own} -> {module} (not a layer)"
+    if LAYERS.index(other) > LAYERS.index(own):
+        return f"{own} -> {other} points up the layers"
+    return None
+
+
+def violations(root: Path = ROOT) -> list[str]:
+    """Every import that points against the layer order, as ``file:line: a -> b``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if len(rel.parts) == 1:
+            if rel.stem not in ENTRY_MODULES:
+                found.append(f"{rel}: a module outside every layer")
+            continue
+        own = rel.parts[0]
+        if own not in LAYERS:
+            found.append(f"{rel}: package {own!r} is not in LAYERS")
+            continue
+        for line, module in _imports(path):
+            problem = _check_import(own, module)
+            if problem:
+                found.append(f"{rel}:{line}: {problem}")
+    return found
+
+
+def test_imports_point_down_the_layers() -> None:
+    """No module imports a package above its own, so the tree reads as core -> ... -> cli."""
+    assert violations() == []
+
+
+def test_every_package_is_a_layer() -> None:
+    """Each folder of replicator/ is one of the named layers, and each layer exists."""
+    packages = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == set(LAYERS)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from replicator.runtime.service import Replicator\n", "core -> runtime points up the layers"),
+        ("if TYPE_CHECKING:\n    from replicator.ops import verify\n", "core -> ops points up the layers"),
+        ("def f():\n    import replicator.cli.main\n", "core -> cli points up the layers"),
+        ("from replicator import pipeline\n", "core -> pipeline points up the layers"),
+        ("from replicator_dev.local import dynamodb_local\n", "imports the dev-only package"),
+        ("import replicator.nowhere\n", "core -> replicator.nowhere (not a layer)"),
+    ],
+)
+def test_the_check_catches_an_upward_import(tmp_path: Path, source: str, expected: str) -> None:
+    """An upward import in any form (plain, TYPE_CHECKING, inside a function) is reported."""
+    pkg = tmp_path / "core"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "bad.py").write_text(source)
+    found = violations(tmp_path)
+    assert len(found) == 1
+    assert expected in found[0]

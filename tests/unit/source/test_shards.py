@@ -1,0 +1,81 @@
+"""source.shards: which shards may start, by lineage, from their parents' progress."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from replicator.checkpoint import Checkpoint
+from replicator.source.shards import Shard, ShardTree
+
+
+def _cp(shard_id: str, *, end: bool) -> Checkpoint:
+    return Checkpoint(shard_id, "1", shard_end=end, updated_at_s=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Progress:
+    shard_end: bool
+
+
+def test_tree_child_waits_for_parent() -> None:
+    """A child is not ready until its parent is checkpointed at shard end."""
+    tree = ShardTree()
+    tree.update([Shard("p", None, "1", "5"), Shard("c", "p", "6")])
+    assert [s.shard_id for s in tree.ready({}, [])] == ["p"]
+    assert [s.shard_id for s in tree.ready({"p": _cp("p", end=False)}, [])] == ["p"]
+    assert [s.shard_id for s in tree.ready({"p": _cp("p", end=True)}, [])] == ["c"]
+
+
+def test_tree_child_of_trimmed_parent_is_ready() -> None:
+    """A parent no longer in the stream (trimmed) does not block its child."""
+    tree = ShardTree()
+    tree.update([Shard("c", "gone", "6")])
+    assert [s.shard_id for s in tree.ready({}, [])] == ["c"]
+
+
+def test_tree_skips_running_and_finished() -> None:
+    """Running shards and finished shards are not offered again."""
+    tree = ShardTree()
+    tree.update([Shard("a", None, "1"), Shard("b", None, "2", "3")])
+    assert tree.ready({"b": _cp("b", end=True)}, ["a"]) == []
+
+
+def test_any_progress_with_a_shard_end_flag_will_do() -> None:
+    """Lineage reads only ``shard_end``: the tree needs no checkpoint store (which sits above it)."""
+    tree = ShardTree()
+    tree.update([Shard("p", None, "1", "5"), Shard("c", "p", "6")])
+    assert [s.shard_id for s in tree.ready({"p": _Progress(shard_end=True)}, [])] == ["c"]
+    assert tree.parent_pending(Shard("c", "p", "6"), {"p": _Progress(shard_end=False)})
+
+
+def test_a_merged_shard_waits_for_both_parents() -> None:
+    """A child of a merge starts only when its parent AND its adjacent parent are read to the end."""
+    tree = ShardTree()
+    tree.update(
+        [
+            Shard.from_api(
+                {
+                    "ShardId": "p1",
+                    "SequenceNumberRange": {"StartingSequenceNumber": "1", "EndingSequenceNumber": "5"},
+                }
+            ),
+            Shard.from_api(
+                {
+                    "ShardId": "p2",
+                    "SequenceNumberRange": {"StartingSequenceNumber": "2", "EndingSequenceNumber": "6"},
+                }
+            ),
+            Shard.from_api(
+                {
+                    "ShardId": "c",
+                    "ParentShardId": "p1",
+                    "AdjacentParentShardId": "p2",
+                    "SequenceNumberRange": {"StartingSequenceNumber": "7"},
+                }
+            ),
+        ]
+    )
+    one_done = {"p1": Checkpoint("p1", "5", shard_end=True, updated_at_s=0)}
+    assert [s.shard_id for s in tree.ready(one_done, [])] == ["p2"]
+    both_done = {**one_done, "p2": Checkpoint("p2", "6", shard_end=True, updated_at_s=0)}
+    assert [s.shard_id for s in tree.ready(both_done, [])] == ["c"]
