@@ -155,3 +155,101 @@ async def test_a_checkpoint_during_a_refresh_does_not_drop_the_lease() -> None:
     await asyncio.gather(a.rebalance(tree), checkpoint_soon())
     assert a.held() == {"s0"}
     await a.checkpoint("s0", "6", shard_end=False, parent_shard_id=None)
+
+
+class _GatedTable(_FakeTable):
+    """Applies an update at once but answers only when ``gate`` opens: the reply is still on the wire."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.applied = asyncio.Event()
+
+    async def update_item(self, **kwargs: Any) -> None:
+        await super().update_item(**kwargs)
+        self.applied.set()
+        await self.gate.wait()
+
+    def hold_replies(self) -> None:
+        self.gate.clear()
+        self.applied.clear()
+
+
+async def _cancel_in_flight(table: _GatedTable, task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` once its write is applied, check it waits for the reply, then let the reply come."""
+    await asyncio.wait_for(table.applied.wait(), timeout=5)
+    task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not task.done(), "the cancellation went on before the lease write had its answer"
+    table.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def _stored_counter(table: _FakeTable, shard_id: str) -> int:
+    return int(table.items[shard_id]["leaseCounter"]["N"])
+
+
+async def test_a_checkpoint_cancelled_in_flight_completes_and_keeps_the_counter_in_step() -> None:
+    """Cancelled while DynamoDB's answer is on its way, a checkpoint still records the counter it wrote."""
+    table, clock = _GatedTable(), _Clock()
+    tree = _tree(Shard("s0", None, "1"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    await a.rebalance(tree)
+    table.hold_replies()
+    task = asyncio.create_task(a.checkpoint("s0", "5", shard_end=False, parent_shard_id=None))
+    await _cancel_in_flight(table, task)
+    assert table.items["s0"]["checkpoint"] == {"S": "5"}
+    assert a._held["s0"].counter == _stored_counter(table, "s0")
+    await a.renew_all()
+    await a.checkpoint("s0", "6", shard_end=False, parent_shard_id=None)
+    assert a.held() == {"s0"}
+
+
+async def test_a_shard_end_cancelled_in_flight_still_ends_the_lease() -> None:
+    """The shard-end checkpoint and dropping the ended lease are not separated by a cancellation."""
+    table, clock = _GatedTable(), _Clock()
+    tree = _tree(Shard("p", None, "1", "9"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    await a.rebalance(tree)
+    table.hold_replies()
+    task = asyncio.create_task(a.checkpoint("p", "9", shard_end=True, parent_shard_id=None))
+    await _cancel_in_flight(table, task)
+    assert table.items["p"]["shardEnd"] == {"BOOL": True}
+    assert a.held() == set()
+
+
+async def test_a_take_cancelled_in_flight_is_held_and_released_at_shutdown() -> None:
+    """A rebalance cancelled while its take is answered still holds that lease, so shutdown releases it."""
+    table, clock = _GatedTable(), _Clock()
+    tree = _tree(Shard("s0", None, "1"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    table.hold_replies()
+    task = asyncio.create_task(a.rebalance(tree))
+    await _cancel_in_flight(table, task)
+    assert table.items["s0"]["leaseOwner"] == {"S": "A"}
+    assert a.held() == {"s0"}
+    assert a._held["s0"].counter == _stored_counter(table, "s0")
+    await a.release_all()
+    assert "leaseOwner" not in table.items["s0"]
+
+
+async def test_a_renewal_cancelled_at_shutdown_does_not_keep_the_lease_from_being_released() -> None:
+    """Shutdown cancels the renewer mid-renewal; the renewal finishes first, so release_all frees the lease."""
+    table, clock = _GatedTable(), _Clock()
+    tree = _tree(Shard("s0", None, "1"), Shard("s1", None, "1"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    await a.rebalance(tree)
+    table.hold_replies()
+    renewer = asyncio.create_task(a.renew_all())
+    await _cancel_in_flight(table, renewer)
+    a.stop_readers()
+    await a.release_all()
+    assert [sid for sid, item in table.items.items() if "leaseOwner" in item] == []
+    assert a.held() == set()
