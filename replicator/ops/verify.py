@@ -39,7 +39,7 @@ from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
 from replicator.pipeline import version as versions
 from replicator.pipeline.origin import strip_markers
-from replicator.pipeline.processor import build_processor
+from replicator.runtime.wiring import build_processor
 from replicator.sink.writer import Write
 
 if TYPE_CHECKING:

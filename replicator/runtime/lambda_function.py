@@ -124,7 +124,7 @@ class Environment:
         from replicator.core.config import load_config  # noqa: PLC0415
         from replicator.observe import logs  # noqa: PLC0415
         from replicator.observe.metrics import Metrics  # noqa: PLC0415
-        from replicator.pipeline.processor import build_processor  # noqa: PLC0415
+        from replicator.runtime.wiring import build_processor  # noqa: PLC0415
         from replicator.sink import deadletter  # noqa: PLC0415
 
         cfg = load_config(None)

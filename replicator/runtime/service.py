@@ -31,8 +31,9 @@ from replicator.observe.http import HealthServer
 from replicator.observe.logs import error_text
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
-from replicator.pipeline.processor import BatchProcessor, DeadLetterSink, build_processor
+from replicator.pipeline.processor import BatchProcessor, DeadLetterSink
 from replicator.runtime.consumer import ReaderSettings, ShardReader
+from replicator.runtime.wiring import build_processor
 from replicator.source.kinesis import source_api
 from replicator.source.shards import Shard, ShardTree
 from replicator.source.streams import StreamInfo, StreamsAPI
