@@ -12,6 +12,7 @@ from typing import Any
 
 from replicator.checkpoint import Checkpoint
 from replicator.core.errors import error_code
+from replicator.core.shield import complete_before_cancel
 
 
 class DynamoDBCheckpointStore:
@@ -74,7 +75,11 @@ class DynamoDBCheckpointStore:
         shard_end: bool = False,
         parent_shard_id: str | None = None,
     ) -> None:
-        """Update the shard's item."""
+        """Update the shard's item; a cancellation waits for the write's answer (``core.shield``).
+
+        Abandoned in flight, the write could land after the shard's next save (the final checkpoint at
+        shutdown) and move the checkpoint back.
+        """
         sets = ["shardEnd = :end", "updatedAt = :now"]
         values: dict[str, Any] = {":end": {"BOOL": shard_end}, ":now": {"N": repr(time.time())}}
         if sequence_number is not None:
@@ -83,11 +88,13 @@ class DynamoDBCheckpointStore:
         if parent_shard_id is not None:
             sets.append("parentShardId = :parent")
             values[":parent"] = {"S": parent_shard_id}
-        await self._client.update_item(
-            TableName=self.table,
-            Key={"streamArn": {"S": stream_arn}, "shardId": {"S": shard_id}},
-            UpdateExpression="SET " + ", ".join(sets),
-            ExpressionAttributeValues=values,
+        await complete_before_cancel(
+            self._client.update_item(
+                TableName=self.table,
+                Key={"streamArn": {"S": stream_arn}, "shardId": {"S": shard_id}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ExpressionAttributeValues=values,
+            )
         )
 
     async def close(self) -> None:

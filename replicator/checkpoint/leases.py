@@ -19,7 +19,10 @@ worker holds a shard at a time:
   other workers take them at once instead of after the failover time.
 
 Renewals and checkpoints of one lease are serialised by a lock in this worker, so they never fail each
-other's counter condition.
+other's counter condition. Every lease write (take, renew, checkpoint, release) runs to its answer even
+when its caller is cancelled (``core.shield``), and records the new counter before the cancellation goes
+on: DynamoDB may have applied it, and a counter one behind would make the next write of the lease fail
+as if another worker had taken it (and shutdown could not release it).
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
 from replicator.checkpoint import Checkpoint
 from replicator.core.errors import LeaseLostError, error_code
+from replicator.core.shield import complete_before_cancel
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -103,18 +107,23 @@ class LeaseHistory:
     """
 
     def __init__(self, path: Path) -> None:
-        """Open for appending (line-buffered: a SIGKILL loses at most the line being written)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8", buffering=1)
+        """Remember the path; the file is opened by the first event."""
+        self._path = path
+        self._file: TextIO | None = None
 
     def write(self, worker: str, shard_id: str, event: str, t: float, counter: int | None = None) -> None:
         """Append one event."""
+        if self._file is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            # Line-buffered: a SIGKILL loses at most the line being written.
+            self._file = self._path.open("a", encoding="utf-8", buffering=1)
         line = {"t": t, "worker": worker, "shard": shard_id, "event": event, "counter": counter}
         self._file.write(json.dumps(line) + "\n")
 
     def close(self) -> None:
         """Close the file."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class LeaseManager:
@@ -219,6 +228,10 @@ class LeaseManager:
 
     async def _take(self, lease: LeaseItem, *, steal: bool = False) -> bool:
         """Take a lease whose counter is still the one seen; False when someone else moved first."""
+        # Cancelled while in flight, a take DynamoDB applied would leave a lease nobody renews or releases.
+        return await complete_before_cancel(self._take_write(lease, steal=steal))
+
+    async def _take_write(self, lease: LeaseItem, *, steal: bool) -> bool:
         nxt = (lease.counter or 0) + 1
         values: dict[str, Any] = {
             ":me": {"S": self.worker_id},
@@ -327,38 +340,54 @@ class LeaseManager:
             self.metrics.errors.labels(kind="lease_lost").inc()
         log.warning("lease_lost", shard_id=shard_id, reason=why)
 
-    async def _conditional(self, shard_id: str, update: str, values: dict[str, Any], event: str) -> None:
-        """Apply an update to a lease this worker holds (bumping its counter); LeaseLostError if not."""
+    async def _conditional(
+        self, shard_id: str, update: str, values: dict[str, Any], event: str, *, last: str | None = None
+    ) -> None:
+        """Apply an update to a lease this worker holds (bumping its counter); LeaseLostError if not.
+
+        ``last``: the write ends this worker's hold on the lease (``ended``, ``released``): it is dropped
+        from the held leases, together with the write, so a cancellation cannot separate the two.
+        """
         held = self._held.get(shard_id)
         if held is None:
             raise LeaseLostError(f"this worker holds no lease on shard {shard_id}")
         async with held.lock:
             if self._held.get(shard_id) is not held:
                 raise LeaseLostError(f"the lease on shard {shard_id} was lost")
-            nxt = held.counter + 1
-            sent = self._wall()
-            try:
-                await self._client.update_item(
-                    TableName=self.table,
-                    Key=self._key(shard_id),
-                    UpdateExpression=update,
-                    ConditionExpression="leaseOwner = :me AND leaseCounter = :c",
-                    ExpressionAttributeValues={
-                        **values,
-                        ":me": {"S": self.worker_id},
-                        ":c": {"N": str(held.counter)},
-                        ":next": {"N": str(nxt)},
-                    },
-                )
-            except Exception as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    self._lose(shard_id, f"{event} refused: another worker holds the lease")
-                    raise LeaseLostError(f"the lease on shard {shard_id} is held by another worker") from exc
-                raise
-            held.counter = nxt
-            held.renewed_at = self._clock()
-            self._seen[shard_id] = (self.worker_id, nxt, held.renewed_at)
-            self._record(shard_id, event, sent, nxt)
+            # Inside the lock: the next write of this lease waits for this one's counter.
+            await complete_before_cancel(self._write_held(shard_id, held, update, values, event, last=last))
+
+    async def _write_held(
+        self, shard_id: str, held: _Held, update: str, values: dict[str, Any], event: str, *, last: str | None
+    ) -> None:
+        nxt = held.counter + 1
+        sent = self._wall()
+        try:
+            await self._client.update_item(
+                TableName=self.table,
+                Key=self._key(shard_id),
+                UpdateExpression=update,
+                ConditionExpression="leaseOwner = :me AND leaseCounter = :c",
+                ExpressionAttributeValues={
+                    **values,
+                    ":me": {"S": self.worker_id},
+                    ":c": {"N": str(held.counter)},
+                    ":next": {"N": str(nxt)},
+                },
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                self._lose(shard_id, f"{event} refused: another worker holds the lease")
+                raise LeaseLostError(f"the lease on shard {shard_id} is held by another worker") from exc
+            raise
+        held.counter = nxt
+        held.renewed_at = self._clock()
+        self._seen[shard_id] = (self.worker_id, nxt, held.renewed_at)
+        self._record(shard_id, event, sent, nxt)
+        if last is not None and self._held.get(shard_id) is held:
+            del self._held[shard_id]
+            if last != event:
+                self._record(shard_id, last, self._wall(), nxt)
 
     async def checkpoint(
         self, shard_id: str, sequence_number: str | None, *, shard_end: bool, parent_shard_id: str | None
@@ -372,12 +401,10 @@ class LeaseManager:
         if parent_shard_id is not None:
             sets.append("parentShardId = :parent")
             values[":parent"] = {"S": parent_shard_id}
-        await self._conditional(shard_id, "SET " + ", ".join(sets), values, "checkpoint")
-        if shard_end:
-            # Done for good: nothing left to renew or to hand over; children may now be taken.
-            held = self._held.pop(shard_id, None)
-            if held is not None:
-                self._record(shard_id, "ended", self._wall(), held.counter)
+        # At shard end the lease is done for good: nothing left to renew or to hand over; children may
+        # now be taken.
+        last = "ended" if shard_end else None
+        await self._conditional(shard_id, "SET " + ", ".join(sets), values, "checkpoint", last=last)
 
     async def renew_all(self) -> None:
         """Renew every held lease; a refused renewal, or none for a failover time, loses the lease."""
@@ -412,13 +439,14 @@ class LeaseManager:
         self._stopping = True
         for shard_id in list(self._held):
             try:
-                await self._conditional(shard_id, "REMOVE leaseOwner SET leaseCounter = :next", {}, "released")
+                await self._conditional(
+                    shard_id, "REMOVE leaseOwner SET leaseCounter = :next", {}, "released", last="released"
+                )
             except LeaseLostError:
                 continue
             except Exception as exc:  # noqa: BLE001 - best effort: an unreleased lease expires anyway
                 log.warning("lease_release_failed", shard_id=shard_id, error=type(exc).__name__)
                 continue
-            self._held.pop(shard_id, None)
         log.info("leases_released")
 
     def _record(self, shard_id: str, event: str, t: float, counter: int | None) -> None:

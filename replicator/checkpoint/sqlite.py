@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from replicator.checkpoint import Checkpoint
+from replicator.core.shield import complete_before_cancel
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -48,20 +53,28 @@ class SqliteCheckpointStore:
             raise RuntimeError("SqliteCheckpointStore used before start() or after close()")
         return self._conn
 
+    async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:  # noqa: ANN401 - passed through to call
+        """Run one statement in a thread, holding the lock until it has run.
+
+        A cancelled ``to_thread`` leaves its thread running: without waiting for it, the lock would be free
+        while the statement still uses the connection, and ``close`` could close it underneath.
+        """
+        async with self._lock:
+            return await complete_before_cancel(asyncio.to_thread(call, *args))
+
     async def load_all(self, stream_arn: str) -> dict[str, Checkpoint]:
         """Every checkpoint of the stream."""
-        async with self._lock:
-            rows = await asyncio.to_thread(
-                lambda: (
-                    self._db()
-                    .execute(
-                        "SELECT shard_id, sequence_number, shard_end, updated_at, parent_shard_id "
-                        "FROM checkpoints WHERE stream_arn = ?",
-                        (stream_arn,),
-                    )
-                    .fetchall()
+        rows = await self._in_thread(
+            lambda: (
+                self._db()
+                .execute(
+                    "SELECT shard_id, sequence_number, shard_end, updated_at, parent_shard_id "
+                    "FROM checkpoints WHERE stream_arn = ?",
+                    (stream_arn,),
                 )
+                .fetchall()
             )
+        )
         return {
             r[0]: Checkpoint(
                 shard_id=r[0], sequence_number=r[1], shard_end=bool(r[2]), updated_at_s=r[3], parent_shard_id=r[4]
@@ -80,21 +93,20 @@ class SqliteCheckpointStore:
     ) -> None:
         """Upsert the shard's checkpoint."""
         args = (stream_arn, shard_id, sequence_number, int(shard_end), parent_shard_id, time.time())
-        async with self._lock:
-            await asyncio.to_thread(
-                self._db().execute,
-                "INSERT INTO checkpoints "
-                "(stream_arn, shard_id, sequence_number, shard_end, parent_shard_id, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream_arn, shard_id) DO UPDATE SET "
-                "sequence_number = COALESCE(excluded.sequence_number, checkpoints.sequence_number), "
-                "shard_end = excluded.shard_end, "
-                "parent_shard_id = COALESCE(excluded.parent_shard_id, checkpoints.parent_shard_id), "
-                "updated_at = excluded.updated_at",
-                args,
-            )
+        await self._in_thread(
+            self._db().execute,
+            "INSERT INTO checkpoints "
+            "(stream_arn, shard_id, sequence_number, shard_end, parent_shard_id, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream_arn, shard_id) DO UPDATE SET "
+            "sequence_number = COALESCE(excluded.sequence_number, checkpoints.sequence_number), "
+            "shard_end = excluded.shard_end, "
+            "parent_shard_id = COALESCE(excluded.parent_shard_id, checkpoints.parent_shard_id), "
+            "updated_at = excluded.updated_at",
+            args,
+        )
 
     async def close(self) -> None:
-        """Close the file."""
+        """Close the file, once no statement is running."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await asyncio.to_thread(conn.close)
+            await self._in_thread(conn.close)

@@ -63,10 +63,7 @@ async def _run_service(replicator: object) -> None:
     from replicator.runtime.service import Replicator  # noqa: PLC0415
 
     assert isinstance(replicator, Replicator)  # noqa: S101 - typed entry for the CLI only
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, replicator.stop)
-    await replicator.run()
+    await replicator.run(stop_signals=(signal.SIGTERM, signal.SIGINT))
 
 
 @main.command()

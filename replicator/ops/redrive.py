@@ -216,7 +216,7 @@ async def redrive(
     async with contextlib.AsyncExitStack() as stack:
         processor = None
         if not dry_run:
-            from replicator.pipeline.processor import build_processor  # noqa: PLC0415 - service imports much; CLI start-up
+            from replicator.runtime.wiring import build_processor  # noqa: PLC0415 - service imports much; CLI start-up
 
             target = (clients or {}).get("target")
             if target is None:

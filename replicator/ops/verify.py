@@ -38,7 +38,7 @@ from replicator.ops.synthetic import REPAIR_SEQUENCE, STREAM_EVENT_SOURCE, synth
 from replicator.ops.tablescan import SCAN_RETRY, item_count, key_attributes, scan_table
 from replicator.pipeline import version as versions
 from replicator.pipeline.origin import strip_markers
-from replicator.pipeline.processor import build_processor
+from replicator.runtime.wiring import build_processor
 from replicator.sink.writer import Write
 
 if TYPE_CHECKING:

@@ -21,19 +21,22 @@ import collections
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from replicator.core.config import Config
-from replicator.core.errors import ConfigError, RecordRejectedError, ReplicatorError, TransformError, is_transient
+from replicator.core.errors import RecordRejectedError, ReplicatorError, TransformError, is_transient
 from replicator.core.records import US_PER_S, ChangeRecord
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import record_fields
-from replicator.observe.metrics import Metrics
-from replicator.pipeline.stages import Pipeline
-from replicator.sink.deadletter import DeadLetterSink
-from replicator.sink.writer import ConditionalWriter, Write
+
+if TYPE_CHECKING:
+    # Annotations only: the Lambda handler imports this module for PoisonRecordError, and its
+    # configuration, AWS and pipeline modules load in its environment set-up (runtime/wiring.py).
+    from replicator.observe.metrics import Metrics
+    from replicator.pipeline.stages import Pipeline
+    from replicator.sink.deadletter import DeadLetterSink
+    from replicator.sink.writer import ConditionalWriter, Write
 
 log = structlog.get_logger(__name__)
 
@@ -208,59 +211,3 @@ class BatchProcessor:
         if result.total != len(records):
             # Every record read must end in exactly one outcome; a mismatch is a bug worth shouting about.
             log.error("accounting_mismatch", records=len(records), accounted=result.total)
-
-
-def build_processor(
-    cfg: Config,
-    *,
-    target_client: Any,  # noqa: ANN401 - aiobotocore client
-    metrics: Metrics,
-    dead_letters: DeadLetterSink | None,
-    clock: Callable[[], float] = time.time,
-    source_client: Any = None,  # noqa: ANN401 - aiobotocore client, for replication.source_tombstones
-) -> BatchProcessor:
-    """The pipeline, the writer and the batch processor: the same for the service and the Lambda handler."""
-    writer = ConditionalWriter(
-        target_client,
-        table=cfg.target.table,
-        cfg=cfg.replication,
-        origin_region=cfg.source.region,
-        target_region=cfg.target.region,
-        clock=clock,
-    )
-    source_writer = None
-    if cfg.replication.source_tombstones and cfg.replication.deletes == "tombstone":
-        if source_client is None or cfg.source.table is None:
-            raise ConfigError("replication.source_tombstones needs source.table (and a source client)")
-        # It writes into the source region: the change's own region is the "target" for tie rules.
-        source_writer = ConditionalWriter(
-            source_client,
-            table=cfg.source.table,
-            cfg=cfg.replication,
-            origin_region=cfg.source.region,
-            target_region=cfg.source.region,
-            clock=clock,
-            replace_local_writes=False,
-        )
-    pipeline = Pipeline.from_config(cfg, clock=clock)
-    for warning in pipeline.filters.warnings:
-        # Lambda-compatible but surprising: e.g. a numeric pattern on an N value can never match.
-        log.warning("filter_never_matches", detail=warning)
-    return BatchProcessor(
-        source_writer=source_writer,
-        pipeline=pipeline,
-        writer=writer,
-        metrics=metrics,
-        retry_policy=write_retry_policy(cfg),
-        max_concurrent_writes=cfg.target.max_concurrent_writes,
-        dead_letters=dead_letters,
-        maximum_record_age_s=cfg.failure.maximum_record_age_seconds,
-        bisect_on_error=cfg.failure.bisect_batch_on_function_error,
-        clock=clock,
-    )
-
-
-def write_retry_policy(cfg: Config) -> RetryPolicy:
-    """Retries of target writes: unlimited unless ``failure.maximum_retry_attempts`` says otherwise."""
-    attempts = cfg.failure.maximum_retry_attempts
-    return RetryPolicy(max_attempts=None if attempts < 0 else attempts)

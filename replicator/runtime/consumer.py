@@ -339,7 +339,11 @@ class ShardReader:
         while self._inflight:
             await self._collect(block=True)
 
-    async def _save_progress(self) -> None:
+    async def final_checkpoint(self, policy: RetryPolicy) -> None:
+        """After ``run`` ended, cancelled too: save what finished lanes did that no checkpoint covers yet."""
+        await self._save_progress(policy)
+
+    async def _save_progress(self, policy: RetryPolicy | None = None) -> None:
         last = self._tracker.advance()
         if last is None:
             return
@@ -347,7 +351,7 @@ class ShardReader:
         await retrying(
             "SaveCheckpoint",
             lambda: self.store.save(self.stream_arn, shard_id, last, parent_shard_id=parent),
-            policy=self.retry_policy,
+            policy=policy or self.retry_policy,
             metrics=self.metrics,
         )
         self.position = last

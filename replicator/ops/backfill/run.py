@@ -46,7 +46,7 @@ async def run_backfill(
     ``dead_letters`` None: the configured ``failure.on_failure.destination`` (if any) is opened.
     """
     from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore  # noqa: PLC0415 - avoid import cycle
-    from replicator.pipeline.processor import build_processor  # noqa: PLC0415 - same
+    from replicator.runtime.wiring import build_processor  # noqa: PLC0415 - same
     from replicator.sink.deadletter import from_config as dead_letters_from_config  # noqa: PLC0415 - same
 
     table = cfg.source.table

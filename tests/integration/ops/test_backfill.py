@@ -25,7 +25,8 @@ from replicator.ops.backfill import (
 )
 from replicator.ops.compare import compare_items
 from replicator.ops.verify import verify
-from replicator.runtime.service import Replicator, build_processor
+from replicator.runtime.service import Replicator
+from replicator.runtime.wiring import build_processor
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -22,7 +22,8 @@ from replicator.core.errors import StreamConfigError
 from replicator.core.records import from_lambda_event, from_stream_record
 from replicator.observe.metrics import OUTCOMES, Metrics
 from replicator.ops.verify import verify
-from replicator.runtime.service import Replicator, build_processor
+from replicator.runtime.service import Replicator
+from replicator.runtime.wiring import build_processor
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

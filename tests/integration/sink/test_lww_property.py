@@ -31,7 +31,7 @@ from replicator.core.records import ChangeRecord, Item, from_lambda_event
 from replicator.observe.metrics import Metrics
 from replicator.pipeline import version as versions
 from replicator.pipeline.origin import classify, strip_markers
-from replicator.pipeline.processor import build_processor
+from replicator.runtime.wiring import build_processor
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

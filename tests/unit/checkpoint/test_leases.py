@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import pytest
+from fake_lease_table import FakeLeaseTable, GatedLeaseTable
 
 from replicator.checkpoint.leases import LeaseManager
 from replicator.core.config import LeaseConfig
@@ -14,45 +14,6 @@ from replicator.core.errors import LeaseLostError
 from replicator.source.shards import Shard, ShardTree
 
 ARN = "arn:aws:kinesis:us-east-1:1:stream/s"
-
-
-class _ConditionFailedError(Exception):
-    response = {"Error": {"Code": "ConditionalCheckFailedException"}}  # noqa: RUF012 - botocore's shape
-
-
-class _FakeTable:
-    """Just the conditions and updates LeaseManager uses, evaluated as DynamoDB would."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, dict[str, Any]] = {}
-
-    async def query(self, **_: Any) -> dict[str, Any]:
-        return {"Items": [dict(i) for i in self.items.values()]}
-
-    async def put_item(self, *, Item: dict[str, Any], **_: Any) -> None:  # noqa: N803 - botocore's names
-        if Item["shardId"]["S"] in self.items:
-            raise _ConditionFailedError
-        self.items[Item["shardId"]["S"]] = dict(Item)
-
-    async def update_item(self, **kwargs: Any) -> None:
-        item = self.items[kwargs["Key"]["shardId"]["S"]]
-        values = kwargs["ExpressionAttributeValues"]
-        condition, update = kwargs["ConditionExpression"], kwargs["UpdateExpression"]
-        ok = True
-        if "leaseOwner = :me" in condition:
-            ok &= item.get("leaseOwner") == values[":me"]
-        if "leaseCounter = :c" in condition:
-            ok &= item.get("leaseCounter") == values[":c"]
-        if "attribute_not_exists(leaseCounter)" in condition:
-            ok &= "leaseCounter" not in item
-        if "shardEnd = :false" in condition:
-            ok &= not item.get("shardEnd", {}).get("BOOL", False)
-        if not ok:
-            raise _ConditionFailedError
-        if update.startswith("REMOVE leaseOwner"):
-            item.pop("leaseOwner", None)
-        for name, ref in re.findall(r"(\w+) = (:\w+)", update.split("SET", 1)[-1]):
-            item[name] = values[ref]
 
 
 class _Clock:
@@ -69,13 +30,13 @@ def _tree(*shards: Shard) -> ShardTree:
     return tree
 
 
-def _manager(table: _FakeTable, worker: str, clock: _Clock) -> LeaseManager:
+def _manager(table: FakeLeaseTable, worker: str, clock: _Clock) -> LeaseManager:
     return LeaseManager(table, "leases", stream_arn=ARN, worker_id=worker, cfg=LeaseConfig(enabled=True), clock=clock)
 
 
 async def test_a_new_worker_steals_one_lease_per_round_until_balanced_and_the_victim_is_fenced() -> None:
     """B joins A's 4 leases: one steal per round, 2 each; A's checkpoint on a stolen shard is refused."""
-    table, clock = _FakeTable(), _Clock()
+    table, clock = FakeLeaseTable(), _Clock()
     tree = _tree(*(Shard(f"s{i}", None, "1") for i in range(4)))
     a, b = _manager(table, "A", clock), _manager(table, "B", clock)
     await a.ensure_leases(tree.shards.values())
@@ -98,7 +59,7 @@ async def test_a_new_worker_steals_one_lease_per_round_until_balanced_and_the_vi
 
 async def test_a_dead_workers_leases_are_taken_only_after_the_failover_time() -> None:
     """Leases whose counter stops moving are taken after failover_time_s of this worker's own clock."""
-    table, clock = _FakeTable(), _Clock()
+    table, clock = FakeLeaseTable(), _Clock()
     tree = _tree(Shard("s0", None, "1"), Shard("s1", None, "1"))
     a, b = _manager(table, "A", clock), _manager(table, "B", clock)
     await a.ensure_leases(tree.shards.values())
@@ -116,7 +77,7 @@ async def test_a_dead_workers_leases_are_taken_only_after_the_failover_time() ->
 
 async def test_a_child_is_taken_only_after_its_parent_ended_and_release_frees_leases() -> None:
     """The child's lease stays untaken until the parent's item says shardEnd; release removes the owner."""
-    table, clock = _FakeTable(), _Clock()
+    table, clock = FakeLeaseTable(), _Clock()
     tree = _tree(Shard("p", None, "1", "9"), Shard("c", "p", "10"))
     a = _manager(table, "A", clock)
     await a.ensure_leases(tree.shards.values())
@@ -131,7 +92,7 @@ async def test_a_child_is_taken_only_after_its_parent_ended_and_release_frees_le
     assert await b.rebalance(tree) == ["c"]  # unowned: no need to wait for the failover time
 
 
-class _SlowQueryTable(_FakeTable):
+class _SlowQueryTable(FakeLeaseTable):
     """Query reads its snapshot at once but answers later, as a slow network would."""
 
     async def query(self, **kwargs: Any) -> dict[str, Any]:
@@ -155,3 +116,82 @@ async def test_a_checkpoint_during_a_refresh_does_not_drop_the_lease() -> None:
     await asyncio.gather(a.rebalance(tree), checkpoint_soon())
     assert a.held() == {"s0"}
     await a.checkpoint("s0", "6", shard_end=False, parent_shard_id=None)
+
+
+async def _cancel_in_flight(table: GatedLeaseTable, task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` once its write is applied, check it waits for the reply, then let the reply come."""
+    await asyncio.wait_for(table.applied.wait(), timeout=5)
+    task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not task.done(), "the cancellation went on before the lease write had its answer"
+    table.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def _stored_counter(table: FakeLeaseTable, shard_id: str) -> int:
+    return int(table.items[shard_id]["leaseCounter"]["N"])
+
+
+async def test_a_checkpoint_cancelled_in_flight_completes_and_keeps_the_counter_in_step() -> None:
+    """Cancelled while DynamoDB's answer is on its way, a checkpoint still records the counter it wrote."""
+    table, clock = GatedLeaseTable(), _Clock()
+    tree = _tree(Shard("s0", None, "1"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    await a.rebalance(tree)
+    table.hold_replies()
+    task = asyncio.create_task(a.checkpoint("s0", "5", shard_end=False, parent_shard_id=None))
+    await _cancel_in_flight(table, task)
+    assert table.items["s0"]["checkpoint"] == {"S": "5"}
+    assert a._held["s0"].counter == _stored_counter(table, "s0")
+    await a.renew_all()
+    await a.checkpoint("s0", "6", shard_end=False, parent_shard_id=None)
+    assert a.held() == {"s0"}
+
+
+async def test_a_shard_end_cancelled_in_flight_still_ends_the_lease() -> None:
+    """The shard-end checkpoint and dropping the ended lease are not separated by a cancellation."""
+    table, clock = GatedLeaseTable(), _Clock()
+    tree = _tree(Shard("p", None, "1", "9"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    await a.rebalance(tree)
+    table.hold_replies()
+    task = asyncio.create_task(a.checkpoint("p", "9", shard_end=True, parent_shard_id=None))
+    await _cancel_in_flight(table, task)
+    assert table.items["p"]["shardEnd"] == {"BOOL": True}
+    assert a.held() == set()
+
+
+async def test_a_take_cancelled_in_flight_is_held_and_released_at_shutdown() -> None:
+    """A rebalance cancelled while its take is answered still holds that lease, so shutdown releases it."""
+    table, clock = GatedLeaseTable(), _Clock()
+    tree = _tree(Shard("s0", None, "1"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    table.hold_replies()
+    task = asyncio.create_task(a.rebalance(tree))
+    await _cancel_in_flight(table, task)
+    assert table.items["s0"]["leaseOwner"] == {"S": "A"}
+    assert a.held() == {"s0"}
+    assert a._held["s0"].counter == _stored_counter(table, "s0")
+    await a.release_all()
+    assert "leaseOwner" not in table.items["s0"]
+
+
+async def test_a_renewal_cancelled_at_shutdown_does_not_keep_the_lease_from_being_released() -> None:
+    """Shutdown cancels the renewer mid-renewal; the renewal finishes first, so release_all frees the lease."""
+    table, clock = GatedLeaseTable(), _Clock()
+    tree = _tree(Shard("s0", None, "1"), Shard("s1", None, "1"))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    await a.rebalance(tree)
+    table.hold_replies()
+    renewer = asyncio.create_task(a.renew_all())
+    await _cancel_in_flight(table, renewer)
+    a.stop_readers()
+    await a.release_all()
+    assert [sid for sid, item in table.items.items() if "leaseOwner" in item] == []
+    assert a.held() == set()

@@ -273,7 +273,7 @@ def test_filter_that_can_never_match_is_logged_at_start_up(capsys) -> None:
     """A numeric pattern on an N value is reported when the processor is built (service, Lambda, redrive)."""
     from replicator.core.config import Config  # noqa: PLC0415
     from replicator.observe.metrics import Metrics  # noqa: PLC0415
-    from replicator.pipeline.processor import build_processor  # noqa: PLC0415
+    from replicator.runtime.wiring import build_processor  # noqa: PLC0415
 
     logs.configure("INFO", "json")
     cfg = Config(

@@ -22,7 +22,8 @@ from replicator.core.retry import RetryPolicy
 from replicator.observe.metrics import OUTCOMES, SHARD_STATES, Metrics
 from replicator.observe.state import WorkerState
 from replicator.runtime.consumer import ReaderSettings, ShardReader
-from replicator.runtime.service import Replicator, build_processor
+from replicator.runtime.service import Replicator
+from replicator.runtime.wiring import build_processor
 from replicator.source.shards import Shard
 from replicator.source.streams import StreamsSource
 

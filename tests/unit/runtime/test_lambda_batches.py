@@ -12,7 +12,6 @@ from botocore.exceptions import ClientError
 
 from replicator.core.config import load_config
 from replicator.observe.metrics import Metrics
-from replicator.pipeline.processor import build_processor
 from replicator.runtime import lambda_function
 from replicator.runtime.lambda_function import (
     EventOutcome,
@@ -20,6 +19,7 @@ from replicator.runtime.lambda_function import (
     process_event,
     summary_line,
 )
+from replicator.runtime.wiring import build_processor
 
 if TYPE_CHECKING:
     from replicator.core.records import ChangeRecord

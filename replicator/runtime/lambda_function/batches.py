@@ -1,0 +1,168 @@
+"""One event's records through the processor, key by key; which record Lambda must retry from.
+
+- Shard id: an ESM event names the stream (``eventSourceARN``) and a per-record ``eventID``, never the
+  shard. Records get the shard id ``"lambda"`` (``LAMBDA_SHARD_ID``): it only labels logs and dead
+  letters, and the sequence number alone identifies a record to Lambda. Versions do not involve it, so
+  a key replicated by the service and then by Lambda (or back) keeps one version order.
+- Failures (``ReportBatchItemFailures``): records are grouped by key and each key's records go through
+  ``process`` as one batch; keys run concurrently, as in the service. A failed key fails from its first
+  record in the batch, except for a poison record (``PoisonRecordError``: a transform raised or the target
+  refused the record, with no dead-letter destination): then the key's earlier records are written and
+  the key fails at the poison record itself. The earliest failed record in event order is the one to
+  retry; everything before it has been written, so Lambda resumes exactly there. Records after it may
+  have been written too: replaying them is harmless, as the conditional write finds their version
+  already in the target (``superseded``).
+- The budget: keys still being retried when it runs out are cancelled and reported failed, so the
+  function answers instead of timing out (handler.py sets the budget from the invocation's deadline).
+- Binary attributes: Lambda's JSON carries B/BS values as base64 text; they are decoded to bytes before
+  anything else, as GetRecords (via botocore) yields them to the service. Left as text, botocore would
+  base64-encode them a second time on the way to the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from replicator.core.codec import decode_event
+from replicator.core.records import ChangeRecord, from_lambda_event
+from replicator.observe.logs import error_text
+from replicator.pipeline.processor import PoisonRecordError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from replicator.pipeline.processor import BatchProcessor
+
+log = structlog.get_logger(__name__)
+
+LAMBDA_SHARD_ID = "lambda"
+"""Shard id given to records from a Lambda event (which does not name the shard)."""
+
+
+@dataclasses.dataclass(slots=True)
+class EventOutcome:
+    """What became of one event's records."""
+
+    records: int
+    outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    failed_index: int | None = None
+    """Index (in event order) of the first record that was not processed; None: all were."""
+    failed_sequence_number: str | None = None
+    error: str | None = None
+    """Type name of the error that failed that record (never its message: it may quote contents)."""
+
+    @property
+    def records_to_retry(self) -> int:
+        """Records Lambda delivers again: the failed one and every later one."""
+        return 0 if self.failed_index is None else self.records - self.failed_index
+
+
+@dataclasses.dataclass(slots=True)
+class _KeyResult:
+    outcomes: collections.Counter[str]
+    failed_index: int | None = None
+    error: BaseException | None = None
+
+
+async def process_event(
+    processor: BatchProcessor, raw_records: Sequence[dict[str, Any]], *, budget_s: float
+) -> EventOutcome:
+    """Run the records of one event through ``processor``; find the first record that must be retried."""
+    outcome = EventOutcome(records=len(raw_records))
+    records: list[ChangeRecord] = []
+    failures: list[tuple[int, str]] = []
+    by_key: dict[tuple[tuple[str, str, str], ...], list[int]] = {}
+    for index, raw in enumerate(raw_records):
+        try:
+            record = from_lambda_event(decode_event(raw), shard_id=LAMBDA_SHARD_ID)
+            key = record.key_id
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # Malformed: it can never succeed. Records after it wait (Lambda delivers them again).
+            log.error(  # noqa: TRY400 - a traceback could quote item contents
+                "lambda_record_malformed", index=index, error=type(exc).__name__, reason=error_text(exc)
+            )
+            failures.append((index, type(exc).__name__))
+            break
+        records.append(record)
+        by_key.setdefault(key, []).append(index)
+
+    tasks = {asyncio.create_task(_process_key(processor, records, indexes)): indexes for indexes in by_key.values()}
+    if tasks:
+        _, pending = await asyncio.wait(set(tasks), timeout=budget_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            log.warning("lambda_deadline_reached", keys_unfinished=len(pending), budget_s=round(budget_s, 3))
+        for task, indexes in tasks.items():
+            if task in pending:
+                failures.append((indexes[0], "DeadlineExceeded"))
+                continue
+            result = task.result()
+            outcome.outcomes.update(result.outcomes)
+            if result.failed_index is not None:
+                failures.append((result.failed_index, type(result.error).__name__))
+
+    if failures:
+        index, error = min(failures)
+        outcome.failed_index = index
+        outcome.error = error
+        ddb = raw_records[index].get("dynamodb") if isinstance(raw_records[index], dict) else None
+        sequence_number = ddb.get("SequenceNumber") if isinstance(ddb, dict) else None
+        outcome.failed_sequence_number = str(sequence_number) if sequence_number else None
+        log.warning(
+            "lambda_batch_partially_failed",
+            first_failed_index=index,
+            sequence_number=outcome.failed_sequence_number,
+            error=error,
+            records_to_retry=outcome.records_to_retry,
+        )
+    return outcome
+
+
+async def _process_key(processor: BatchProcessor, records: Sequence[ChangeRecord], indexes: list[int]) -> _KeyResult:
+    """Process one key's records; on a poison record, write the records before it and fail at it."""
+    result = _KeyResult(collections.Counter())
+    end = len(indexes)
+    while end > 0:
+        batch = [records[i] for i in indexes[:end]]
+        try:
+            done = await processor.process(batch)
+        except PoisonRecordError as exc:
+            position = _position(batch, exc.record)
+            result.failed_index, result.error = indexes[position], exc
+            log.error(  # noqa: TRY400 - the cause's traceback could quote item contents
+                "lambda_poison_record",
+                sequence_number=exc.record.sequence_number,
+                error=type(exc.__cause__ or exc).__name__,
+                # AWS error messages may quote item values: withheld unless log_item_contents is on.
+                reason=error_text(exc),
+            )
+            # The key's records before the poison one are retried on their own, so Lambda resumes
+            # at the poison record and not before it.
+            end = position
+            continue
+        except Exception as exc:  # noqa: BLE001 - any failure fails the key; the batch answers regardless
+            # Transient errors past the retry policy, a dead-letter destination that is down, or a bug:
+            # which of the key's records got written is unknown, so the key fails from its first record.
+            log.error(  # noqa: TRY400 - same
+                "lambda_key_failed", sequence_number=batch[0].sequence_number, error=type(exc).__name__
+            )
+            result.failed_index, result.error = indexes[0], exc
+            return result
+        result.outcomes.update(done.outcomes)
+        return result
+    return result
+
+
+def _position(batch: Sequence[ChangeRecord], record: ChangeRecord) -> int:
+    """Where ``record`` (possibly a transformed copy) sits in ``batch``; 0 when it cannot be found."""
+    for position, candidate in enumerate(batch):
+        if candidate.sequence_number == record.sequence_number:
+            return position
+    return 0

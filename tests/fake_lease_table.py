@@ -1,0 +1,85 @@
+"""An in-memory lease/checkpoint table with DynamoDB's conditional-write semantics (fast, no server).
+
+Just the calls, conditions and updates the DynamoDB checkpoint store and LeaseManager use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+
+class ConditionFailedError(Exception):
+    """What botocore raises for a failed condition."""
+
+    response = {"Error": {"Code": "ConditionalCheckFailedException"}}  # noqa: RUF012 - botocore's shape
+
+
+class FakeLeaseTable:
+    """Items by shard id (one stream), conditions evaluated as DynamoDB would."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self.items: dict[str, dict[str, Any]] = {}
+
+    async def create_table(self, **_: Any) -> None:
+        """CreateTable: the table always exists."""
+
+    async def describe_table(self, **_: Any) -> dict[str, Any]:
+        """DescribeTable: always active."""
+        return {"Table": {"TableStatus": "ACTIVE"}}
+
+    async def query(self, **_: Any) -> dict[str, Any]:
+        """Query: every item, one page."""
+        return {"Items": [dict(i) for i in self.items.values()]}
+
+    async def put_item(self, *, Item: dict[str, Any], **_: Any) -> None:  # noqa: N803 - botocore's names
+        """PutItem with attribute_not_exists(shardId)."""
+        if Item["shardId"]["S"] in self.items:
+            raise ConditionFailedError
+        self.items[Item["shardId"]["S"]] = dict(Item)
+
+    async def update_item(self, **kwargs: Any) -> None:
+        """UpdateItem: the lease conditions, SET and REMOVE leaseOwner."""
+        key = kwargs["Key"]["shardId"]["S"]
+        item = self.items.setdefault(key, {"shardId": {"S": key}})
+        values = kwargs["ExpressionAttributeValues"]
+        condition, update = kwargs.get("ConditionExpression", ""), kwargs["UpdateExpression"]
+        ok = True
+        if "leaseOwner = :me" in condition:
+            ok &= item.get("leaseOwner") == values[":me"]
+        if "leaseCounter = :c" in condition:
+            ok &= item.get("leaseCounter") == values[":c"]
+        if "attribute_not_exists(leaseCounter)" in condition:
+            ok &= "leaseCounter" not in item
+        if "shardEnd = :false" in condition:
+            ok &= not item.get("shardEnd", {}).get("BOOL", False)
+        if not ok:
+            raise ConditionFailedError
+        if update.startswith("REMOVE leaseOwner"):
+            item.pop("leaseOwner", None)
+        for name, ref in re.findall(r"(\w+) = (:\w+)", update.split("SET", 1)[-1]):
+            item[name] = values[ref]
+
+
+class GatedLeaseTable(FakeLeaseTable):
+    """Applies an update at once but answers only when ``gate`` opens: the reply is still on the wire."""
+
+    def __init__(self) -> None:
+        """Replies flow until ``hold_replies``."""
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.applied = asyncio.Event()
+
+    async def update_item(self, **kwargs: Any) -> None:
+        """Apply, then wait for the gate."""
+        await super().update_item(**kwargs)
+        self.applied.set()
+        await self.gate.wait()
+
+    def hold_replies(self) -> None:
+        """From now on, updates are applied but not answered until the gate opens."""
+        self.gate.clear()
+        self.applied.clear()
