@@ -34,11 +34,18 @@ def config_option(func: F) -> F:
 
 
 def load_or_exit(config_path: Path | None) -> Config:
-    """Load the configuration, or print what is wrong (naming the key) and exit 2."""
+    """Load the configuration and compile its filters and transforms, or print what is wrong and exit 2.
+
+    Compiling here, before a command opens any client, makes a bad filter or transform fail at once,
+    naming its index and path, whatever the command.
+    """
     from replicator.core.config import load_config  # noqa: PLC0415 - keep CLI start-up light
+    from replicator.pipeline.stages import Pipeline  # noqa: PLC0415 - same
 
     try:
-        return load_config(config_path)
+        cfg = load_config(config_path)
+        Pipeline.from_config(cfg)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    return cfg

@@ -34,6 +34,7 @@ from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.http import HealthServer
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
+from replicator.pipeline.stages import Pipeline
 from replicator.runtime.assignment import AssignmentStrategy, LeasedAssignment, StaticAssignment
 from replicator.runtime.coordinator import Coordinator
 from replicator.runtime.wiring import build_processor, checkpoint_store
@@ -101,6 +102,8 @@ class Replicator:
             raise RuntimeError("this Replicator has already been started; create a new one to run again")
         self._ran = True
         cfg = self.cfg
+        # Filters and transforms compile before any client, table or port is opened: a typo fails at once.
+        pipeline = Pipeline.from_config(cfg)
         self.metrics.build_info.info(
             {
                 "version": __version__,
@@ -138,6 +141,7 @@ class Replicator:
             check_view_type(stream.view_type, cfg)
             processor = build_processor(
                 cfg,
+                pipeline=pipeline,
                 target_client=clients["target"],
                 metrics=self.metrics,
                 dead_letters=self.dead_letters,

@@ -36,8 +36,13 @@ def build_processor(
     dead_letters: DeadLetterSink | None,
     clock: Callable[[], float] = time.time,
     source_client: Any = None,  # noqa: ANN401 - aiobotocore client, for replication.source_tombstones
+    pipeline: Pipeline | None = None,
 ) -> BatchProcessor:
-    """The pipeline, the writer and the batch processor: the same for the service and the Lambda handler."""
+    """The pipeline, the writer and the batch processor: the same for the service and the Lambda handler.
+
+    ``pipeline``: filters and transforms already compiled from ``cfg`` at the edge (``Pipeline.from_config``);
+    compiled here when not given.
+    """
     writer = ConditionalWriter(
         target_client,
         table=cfg.target.table,
@@ -60,7 +65,8 @@ def build_processor(
             clock=clock,
             replace_local_writes=False,
         )
-    pipeline = Pipeline.from_config(cfg, clock=clock)
+    if pipeline is None:
+        pipeline = Pipeline.from_config(cfg, clock=clock)
     for warning in pipeline.filters.warnings:
         # Lambda-compatible but surprising: e.g. a numeric pattern on an N value can never match.
         log.warning("filter_never_matches", detail=warning)

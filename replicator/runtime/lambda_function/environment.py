@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from replicator.core.config import Config
     from replicator.observe.metrics import Metrics
     from replicator.pipeline.processor import BatchProcessor
+    from replicator.pipeline.stages import Pipeline
 
 log = structlog.get_logger(__name__)
 
@@ -46,14 +47,17 @@ class Environment:
         from replicator.core.config import load_config  # noqa: PLC0415 - deferred: see the module docstring
         from replicator.observe import logs  # noqa: PLC0415
         from replicator.observe.metrics import Metrics  # noqa: PLC0415
+        from replicator.pipeline.stages import Pipeline  # noqa: PLC0415
 
         cfg = load_config(None)
+        # Filters and transforms compile before any client opens: a bad one fails the init, naming it.
+        pipeline = Pipeline.from_config(cfg)
         logs.configure(cfg.logging.level, cfg.logging.format, log_item_contents=cfg.logging.log_item_contents)
         loop = asyncio.new_event_loop()
         stack = contextlib.AsyncExitStack()
         metrics = Metrics()
         try:
-            processor = loop.run_until_complete(_open_processor(cfg, stack, metrics))
+            processor = loop.run_until_complete(_open_processor(cfg, pipeline, stack, metrics))
         except BaseException:
             loop.run_until_complete(stack.aclose())
             loop.close()
@@ -74,7 +78,9 @@ class Environment:
             self.loop.close()
 
 
-async def _open_processor(cfg: Config, stack: contextlib.AsyncExitStack, metrics: Metrics) -> BatchProcessor:
+async def _open_processor(
+    cfg: Config, pipeline: Pipeline, stack: contextlib.AsyncExitStack, metrics: Metrics
+) -> BatchProcessor:
     """Open the target client (and the source's, for source tombstones) and the dead letters in ``stack``."""
     from aiobotocore.session import get_session  # noqa: PLC0415 - deferred: see the module docstring
 
@@ -97,6 +103,7 @@ async def _open_processor(cfg: Config, stack: contextlib.AsyncExitStack, metrics
     dead_letters = await deadletter.from_config(cfg, stack, metrics=metrics)
     return build_processor(
         cfg,
+        pipeline=pipeline,
         target_client=client,
         metrics=metrics,
         dead_letters=dead_letters,

@@ -152,3 +152,24 @@ async def test_shutdown_saves_what_finished_lanes_did_before_their_reader_was_ca
     with sqlite3.connect(tmp_path / "cp.db") as db:
         rows = db.execute("SELECT shard_id, sequence_number FROM checkpoints").fetchall()
     assert rows == [("s0", stream.shards["s0"].records[0]["dynamodb"]["SequenceNumber"])]
+
+
+async def test_a_bad_filter_fails_run_before_any_client_table_or_port_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Filters compile first: run raises the FilterError naming it, having opened nothing."""
+    from replicator.core.errors import FilterError  # noqa: PLC0415
+    from replicator.runtime import service  # noqa: PLC0415
+
+    opened: list[str] = []
+
+    async def open_clients(*_args: object, **_kwargs: object) -> dict[str, Any]:
+        opened.append("clients")
+        return {}
+
+    monkeypatch.setattr(service, "open_clients", open_clients)
+    cfg = _config(tmp_path, filters=[{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">>", 1]}]}}}}])
+    with pytest.raises(FilterError, match=r"filters\[0\]"):
+        await Replicator(cfg, metrics=Metrics()).run()
+    assert opened == []
+    assert not (tmp_path / "cp.db").exists()
