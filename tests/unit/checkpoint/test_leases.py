@@ -145,7 +145,7 @@ async def test_a_checkpoint_cancelled_in_flight_completes_and_keeps_the_counter_
     task = asyncio.create_task(a.checkpoint("s0", "5", shard_end=False, parent_shard_id=None))
     await _cancel_in_flight(table, task)
     assert table.items["s0"]["checkpoint"] == {"S": "5"}
-    assert a._held["s0"].counter == _stored_counter(table, "s0")
+    assert a._table.held["s0"].counter == _stored_counter(table, "s0")
     await a.renew_all()
     await a.checkpoint("s0", "6", shard_end=False, parent_shard_id=None)
     assert a.held() == {"s0"}
@@ -176,7 +176,7 @@ async def test_a_take_cancelled_in_flight_is_held_and_released_at_shutdown() -> 
     await _cancel_in_flight(table, task)
     assert table.items["s0"]["leaseOwner"] == {"S": "A"}
     assert a.held() == {"s0"}
-    assert a._held["s0"].counter == _stored_counter(table, "s0")
+    assert a._table.held["s0"].counter == _stored_counter(table, "s0")
     await a.release_all()
     assert "leaseOwner" not in table.items["s0"]
 
