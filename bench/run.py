@@ -50,7 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import workload
-from replicator_dev.local.dynamodb_local import DynamoDBLocal, create_table, ensure_installed, free_port
+from replicator_dev.local.common import create_table, free_port
+from replicator_dev.local.dynamodb_local import DynamoDBLocal
+from replicator_dev.local.install import ensure_installed
 
 BENCH_DIR = Path(__file__).resolve().parent
 SOURCE_REGION = "us-east-1"

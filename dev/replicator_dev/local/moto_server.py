@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
-from replicator_dev.local.dynamodb_local import DEFAULT_REGION, LocalInfraError, free_port, local_client
+from replicator_dev.local.common import DEFAULT_REGION, LocalInfraError, free_port, local_client
 
 if TYPE_CHECKING:
     from types import TracebackType

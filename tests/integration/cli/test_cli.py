@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from replicator_dev.local.dynamodb_local import create_table
+from replicator_dev.local.common import create_table
 from support import scan
 
 

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import botocore.exceptions
 import pytest
-from replicator_dev.local import dynamodb_local
-from replicator_dev.local.dynamodb_local import DynamoDBLocal, LocalInfraError, create_table, ensure_installed
+from replicator_dev.local import common
+from replicator_dev.local.common import LocalInfraError, create_table
+from replicator_dev.local.dynamodb_local import DynamoDBLocal
+from replicator_dev.local.install import ensure_installed
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -134,8 +136,8 @@ def test_start_failure_reports_log_tail(tmp_path: Path) -> None:
 
 def test_missing_faketime_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Asking for a fake clock without the faketime tool names the package to install."""
-    real_which = dynamodb_local.shutil.which
-    monkeypatch.setattr(dynamodb_local.shutil, "which", lambda name: None if name == "faketime" else real_which(name))
+    real_which = common.shutil.which
+    monkeypatch.setattr(common.shutil, "which", lambda name: None if name == "faketime" else real_which(name))
     with pytest.raises(LocalInfraError, match="apt-get install faketime"):
         DynamoDBLocal(faketime="+0 x240").start()
 

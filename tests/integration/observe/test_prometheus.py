@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 import yaml
-from replicator_dev.local.dynamodb_local import DynamoDBLocal, create_table, free_port
+from replicator_dev.local.common import create_table, free_port
+from replicator_dev.local.dynamodb_local import DynamoDBLocal
 
 from replicator.core.config import Config
 from replicator.runtime.service import Replicator

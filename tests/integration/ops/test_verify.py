@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from click.testing import CliRunner
-from replicator_dev.local.dynamodb_local import create_table
+from replicator_dev.local.common import create_table
 
 from replicator.cli.main import main
 from replicator.core.config import Config

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replicator_dev.local.dynamodb_local import create_table
+from replicator_dev.local.common import create_table
 from support import make_config, running, sample, scan, wait_until
 
 from replicator.observe.metrics import Metrics

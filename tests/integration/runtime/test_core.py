@@ -6,7 +6,8 @@ import base64
 from typing import Any
 
 import pytest
-from replicator_dev.local.dynamodb_local import DynamoDBLocal, create_table
+from replicator_dev.local.common import create_table
+from replicator_dev.local.dynamodb_local import DynamoDBLocal
 from support import make_config, running, sample, scan, wait_until
 
 from replicator.observe.metrics import Metrics

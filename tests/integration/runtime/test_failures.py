@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import botocore.exceptions
 import pytest
 import yaml
-from replicator_dev.local.dynamodb_local import DynamoDBLocal, create_table, local_client
+from replicator_dev.local.common import create_table, local_client
+from replicator_dev.local.dynamodb_local import DynamoDBLocal
 
 from replicator.aws.clients import open_clients
 from replicator.core.config import Config

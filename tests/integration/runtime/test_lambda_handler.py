@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import plugins_for_tests
 import pytest
 import structlog
-from replicator_dev.local.dynamodb_local import create_table
+from replicator_dev.local.common import create_table
 
 from replicator.core.records import to_lambda_event
 from replicator.runtime import lambda_function

@@ -22,7 +22,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from replicator_dev.local.dynamodb_local import create_table
+from replicator_dev.local.common import create_table
 
 if TYPE_CHECKING:
     from pathlib import Path

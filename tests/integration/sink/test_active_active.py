@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.exceptions import ClientError
-from replicator_dev.local.dynamodb_local import create_table
+from replicator_dev.local.common import create_table
 
 from replicator.aws.clients import open_clients
 from replicator.core.config import Config

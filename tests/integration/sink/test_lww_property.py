@@ -23,7 +23,7 @@ import pytest
 from aiobotocore.session import get_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from replicator_dev.local.dynamodb_local import create_table
+from replicator_dev.local.common import create_table
 
 from replicator.aws.clients import client_config
 from replicator.core.config import Config

@@ -15,7 +15,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from replicator_dev.local.dynamodb_local import create_table
+from replicator_dev.local.common import create_table
 
 from replicator.checkpoint.sqlite import SqliteCheckpointStore
 from replicator.core.config import Config

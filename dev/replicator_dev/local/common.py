@@ -1,0 +1,108 @@
+"""What the local stand-ins (DynamoDB Local, moto) and the code that uses them share.
+
+The error they raise, fake credentials, loopback ports, boto3 clients bound to a local endpoint, a
+table on DynamoDB Local, and turning SIGTERM into a clean exit so their processes are stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+from typing import Any
+
+import boto3
+import botocore.config
+
+FAKE_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+"""DynamoDB Local and moto accept any key; passing these keeps clients off the real AWS config."""
+
+DEFAULT_REGION = "us-east-1"
+
+
+class LocalInfraError(RuntimeError):
+    """A local stand-in (DynamoDB Local, moto) could not be installed, started or controlled."""
+
+
+def require_tool(name: str, why: str) -> str:
+    """Return the path of a program on PATH, or raise saying ``why`` it is needed."""
+    path = shutil.which(name)
+    if path is None:
+        raise LocalInfraError(f"`{name}` is not on PATH; it is needed {why}")
+    return path
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def local_client(
+    service: str,
+    endpoint_url: str,
+    *,
+    region_name: str = DEFAULT_REGION,
+    max_attempts: int = 3,
+    connect_timeout: float = 2.0,
+    read_timeout: float = 10.0,
+) -> Any:  # noqa: ANN401 - boto3 clients are dynamically typed
+    """Return a sync boto3 client for a local endpoint with fake credentials and short timeouts."""
+    config = botocore.config.Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+    )
+    return boto3.session.Session().client(
+        service, endpoint_url=endpoint_url, region_name=region_name, config=config, **FAKE_CREDENTIALS
+    )
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` so ``with`` blocks and atexit stop the local processes.
+
+    Python's default SIGTERM action ends the interpreter without any cleanup, and the processes run
+    in their own process groups, so without this a ``kill`` or ``timeout`` leaves JVMs behind.
+    Call it once from a command's main thread (the ``serve`` command and ``replicator demo``).
+    """
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def create_table(
+    endpoint_url: str,
+    name: str,
+    *,
+    hash_key: str = "pk",
+    hash_key_type: str = "S",
+    range_key: str | None = None,
+    range_key_type: str = "S",
+    stream_view_type: str | None = "NEW_AND_OLD_IMAGES",
+    region_name: str = DEFAULT_REGION,
+) -> dict[str, Any]:
+    """Create an on-demand table (hash key ``pk``/S, optional range key) and return its description.
+
+    ``stream_view_type`` None creates it without a stream; otherwise the description carries
+    ``LatestStreamArn``. DynamoDB Local makes tables ACTIVE at once, so there is nothing to wait for.
+    """
+    key_schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    attributes = [{"AttributeName": hash_key, "AttributeType": hash_key_type}]
+    if range_key is not None:
+        key_schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        attributes.append({"AttributeName": range_key, "AttributeType": range_key_type})
+    kwargs: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": key_schema,
+        "AttributeDefinitions": attributes,
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    if stream_view_type is not None:
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream_view_type}
+    client = local_client("dynamodb", endpoint_url, region_name=region_name)
+    description: dict[str, Any] = client.create_table(**kwargs)["TableDescription"]
+    return description
