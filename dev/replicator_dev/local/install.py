@@ -23,8 +23,8 @@ NPM_VERSION = "11.1.0"
 
 def _repo_root() -> Path | None:
     """Return the source checkout holding this module, or None when installed as a package."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "pyproject.toml").is_file() and (root / "replicator").is_dir():
+    root = Path(__file__).resolve().parents[3]
+    if (root / "pyproject.toml").is_file() and (root / "replicator").is_dir() and (root / "dev").is_dir():
         return root
     return None
 
