@@ -1,4 +1,4 @@
-"""Plugin functions that tests/unit/test_transforms.py names as ``plugins_for_tests:<name>``."""
+"""Plugin functions that tests/unit/pipeline/test_transform*.py name as ``plugins_for_tests:<name>``."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ from replicator.core.records import ChangeRecord
 from replicator.pipeline import version as versions
 from replicator.pipeline.filters import CompiledFilters, compile_filters
 from replicator.pipeline.origin import classify, strip_markers
-from replicator.pipeline.transforms import Stage, apply_transforms, build_transforms
+from replicator.pipeline.transform_specs import build_transforms
+from replicator.pipeline.transforms import Stage, apply_transforms
 from replicator.sink.writer import Write
 
 SkipOutcome = Literal["echo_skipped", "ttl_skipped", "filtered"]

@@ -1,0 +1,174 @@
+"""The dead-letter document, format ``replicator.dead_letter/1``, and its SQS message bodies.
+
+A dead letter is one JSON document holding the original stream record in the Lambda event shape
+(``record``; B/BS bytes base64-encoded, as on Lambda's wire), the error, and where the record came from
+and was going (shard, sequence number, stream ARN, source and target table and region, attempts,
+timestamps). ``redrive`` rebuilds the ChangeRecord from it alone, so a record can be replayed long after
+the stream's 24 h retention has passed.
+
+On SQS a document over the message size limit is gzip-compressed; if still too large it is split into
+numbered parts that :class:`SqsAssembler` reassembles (see DESIGN.md, "Failure handling").
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import json
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from replicator.core.codec import decode_event, encode_event
+from replicator.core.errors import ReplicatorError
+from replicator.core.records import US_PER_S, ChangeRecord, from_lambda_event
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from replicator.core.config import Config
+
+FORMAT = "replicator.dead_letter/1"
+SQS_MAX_MESSAGE_BYTES = 256 * 1024
+"""SQS's classic limit; queues created with a larger MaximumMessageSize still accept this."""
+
+
+class DeadLetterError(ReplicatorError):
+    """A dead letter could not be stored, or a stored one cannot be read back."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The document
+# --------------------------------------------------------------------------------------------------
+
+
+def _iso(epoch_s: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, tz=dt.UTC).isoformat()
+
+
+class DeadLetterContext:
+    """Where records come from and go to: stamped on every dead letter so a reader needs nothing else."""
+
+    def __init__(
+        self,
+        *,
+        source_region: str | None = None,
+        source_table: str | None = None,
+        target_region: str | None = None,
+        target_table: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Hold the names; no I/O."""
+        self.source_region = source_region
+        self.source_table = source_table
+        self.target_region = target_region
+        self.target_table = target_table
+        self.clock = clock
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, clock: Callable[[], float] = time.time) -> DeadLetterContext:
+        """Take the names from the configuration."""
+        return cls(
+            source_region=cfg.source.region,
+            source_table=cfg.source.table,
+            target_region=cfg.target.region,
+            target_table=cfg.target.table,
+            clock=clock,
+        )
+
+    def document(self, record: ChangeRecord, *, error: BaseException, attempts: int) -> dict[str, Any]:
+        """Build the dead letter for ``record``: JSON-serialisable, replayable on its own."""
+        now = self.clock()
+        created_s = record.approximate_creation_time_us / US_PER_S
+        cause = error.__cause__
+        return {
+            "format": FORMAT,
+            "id": str(uuid.uuid4()),
+            "record": encode_event(record.event),
+            "error": {
+                "type": type(error).__name__,
+                "message": str(error),
+                "cause": None if cause is None else type(cause).__name__,
+            },
+            "shardId": record.shard_id,
+            "sequenceNumber": record.sequence_number,
+            "eventName": record.event_name,
+            "attempts": attempts,
+            "streamArn": record.event.get("eventSourceARN"),
+            "source": {"region": self.source_region, "table": self.source_table},
+            "target": {"region": self.target_region, "table": self.target_table},
+            "approximateCreationDateTime": created_s,
+            "approximateCreationTime": _iso(created_s),
+            "deadLetteredAt": _iso(now),
+            "recordAgeSeconds": round(max(0.0, now - created_s), 3),
+        }
+
+
+def record_from_document(doc: dict[str, Any]) -> ChangeRecord:
+    """Rebuild the ChangeRecord a dead letter holds; raises DeadLetterError when it is not one."""
+    if doc.get("format") != FORMAT or not isinstance(doc.get("record"), dict):
+        raise DeadLetterError(f"not a replicator dead letter (format {doc.get('format')!r})")
+    event = decode_event(doc["record"])
+    try:
+        return from_lambda_event(event, shard_id=str(doc.get("shardId") or "redrive"))
+    except ValueError as exc:
+        raise DeadLetterError(f"dead letter {doc.get('id')}: {exc}") from exc
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    """One compact JSON line (``default=str`` keeps an unexpected type from losing the dead letter)."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+# --------------------------------------------------------------------------------------------------
+# SQS message bodies
+# --------------------------------------------------------------------------------------------------
+
+
+def encode_sqs_bodies(doc: dict[str, Any], *, max_bytes: int = SQS_MAX_MESSAGE_BYTES) -> list[str]:
+    """Encode ``doc`` as SQS message bodies: itself, gzip-compressed, or compressed and split in parts."""
+    body = dumps(doc)
+    if len(body.encode("utf-8")) <= max_bytes:
+        return [body]
+    packed = base64.b64encode(gzip.compress(body.encode("utf-8"))).decode("ascii")
+    envelope = {"format": FORMAT, "id": doc["id"], "encoding": "gzip+base64", "data": packed}
+    whole = dumps(envelope)
+    if len(whole.encode("utf-8")) <= max_bytes:
+        return [whole]
+    overhead = len(dumps({**envelope, "data": "", "part": 999, "parts": 999}).encode("utf-8"))
+    chunk = max_bytes - overhead
+    pieces = [packed[i : i + chunk] for i in range(0, len(packed), chunk)]
+    count = len(pieces)
+    return [dumps({**envelope, "data": piece, "part": i, "parts": count}) for i, piece in enumerate(pieces)]
+
+
+class SqsAssembler:
+    """Reassembles dead letters from SQS bodies (whole, compressed, or in parts)."""
+
+    def __init__(self) -> None:
+        """Start with no parts."""
+        self._parts: dict[str, dict[int, str]] = {}
+
+    def add(self, body: str) -> tuple[str, dict[str, Any] | None]:
+        """Take one body; return (dead letter id, the document once complete, else None)."""
+        msg = json.loads(body)
+        if msg.get("encoding") is None:
+            return str(msg.get("id")), msg
+        if msg.get("encoding") != "gzip+base64":
+            raise DeadLetterError(f"dead letter {msg.get('id')}: unknown encoding {msg.get('encoding')!r}")
+        doc_id = str(msg["id"])
+        if "parts" not in msg:
+            return doc_id, json.loads(gzip.decompress(base64.b64decode(msg["data"])))
+        parts = self._parts.setdefault(doc_id, {})
+        parts[int(msg["part"])] = msg["data"]
+        if len(parts) < int(msg["parts"]):
+            return doc_id, None
+        data = "".join(parts[i] for i in range(int(msg["parts"])))
+        del self._parts[doc_id]
+        return doc_id, json.loads(gzip.decompress(base64.b64decode(data)))
+
+    @property
+    def incomplete(self) -> list[str]:
+        """Ids of dead letters with parts still missing."""
+        return list(self._parts)
