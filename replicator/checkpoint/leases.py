@@ -40,6 +40,8 @@ from replicator.core.errors import LeaseLostError, error_code
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
     from replicator.core.config import LeaseConfig
     from replicator.observe.metrics import Metrics
     from replicator.source.shards import Shard, ShardTree
@@ -122,7 +124,7 @@ class LeaseManager:
 
     def __init__(
         self,
-        client: Any,  # noqa: ANN401 - aiobotocore client
+        client: DynamoDBClient,
         table: str,
         *,
         stream_arn: str,

@@ -34,8 +34,10 @@ from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from pathlib import Path
+
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
     from replicator.core.config import Config
     from replicator.pipeline.processor import BatchProcessor, DeadLetterSink
@@ -247,7 +249,7 @@ class JsonProgressStore:
 class DynamoDBProgressStore:
     """Progress as items of the DynamoDB checkpoint table: ``streamArn = backfill#<table>``, one a segment."""
 
-    def __init__(self, client: Any, table: str) -> None:  # noqa: ANN401 - aiobotocore client
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         """Bind to the checkpoint table (created by the checkpoint store's ``start``)."""
         self._client = client
         self.table = table
@@ -417,7 +419,7 @@ class Backfill:
     def __init__(
         self,
         *,
-        source_client: Any,  # noqa: ANN401 - aiobotocore client
+        source_client: DynamoDBClient,
         table: str,
         key_names: tuple[str, ...],
         processor: BatchProcessor,
@@ -516,7 +518,7 @@ class Backfill:
                 kwargs["ExclusiveStartKey"] = progress.last_key
             # The time the request is sent: every item of the page is read at or after it.
             sent_at = self.clock()
-            page: dict[str, Any] = await retrying(
+            page: Mapping[str, Any] = await retrying(
                 "Scan",
                 functools.partial(self._client.scan, **kwargs),
                 policy=self._retry,
@@ -550,7 +552,7 @@ def _advance(bar: Any, task: Any, n: int) -> None:  # noqa: ANN401 - rich Progre
     bar.advance(task, n)
 
 
-async def table_key_names(client: Any, table: str) -> tuple[tuple[str, ...], int]:  # noqa: ANN401 - aiobotocore client
+async def table_key_names(client: DynamoDBClient, table: str) -> tuple[tuple[str, ...], int]:
     """Return the table's key attribute names (hash first) and its approximate item count."""
     desc = (await client.describe_table(TableName=table))["Table"]
     schema = sorted(desc["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
@@ -587,14 +589,14 @@ async def run_backfill(
         store: ProgressStore
         if progress_path is None and cfg.checkpoint.backend == "dynamodb":
             assert cfg.checkpoint.table is not None  # noqa: S101 - validated by the config model
-            await DynamoDBCheckpointStore(clients["checkpoint"], cfg.checkpoint.table).start()
-            store = DynamoDBProgressStore(clients["checkpoint"], cfg.checkpoint.table)
+            await DynamoDBCheckpointStore(clients.checkpoint_table(), cfg.checkpoint.table).start()
+            store = DynamoDBProgressStore(clients.checkpoint_table(), cfg.checkpoint.table)
         else:
             store = JsonProgressStore(progress_path or default_progress_path(cfg))
         if dead_letters is None:
             dead_letters = await dead_letters_from_config(cfg, stack, metrics=metrics)
-        processor = build_processor(cfg, target_client=clients["target"], metrics=metrics, dead_letters=dead_letters)
-        key_names, item_count = await table_key_names(clients["source"], table)
+        processor = build_processor(cfg, target_client=clients.target, metrics=metrics, dead_letters=dead_letters)
+        key_names, item_count = await table_key_names(clients.source, table)
         on_page: Callable[[int], None] | None = None
         if show_progress:
             from rich.progress import (  # noqa: PLC0415 - only for the interactive command
@@ -620,7 +622,7 @@ async def run_backfill(
             on_page = functools.partial(_advance, progress_bar, task)
 
         backfill = Backfill(
-            source_client=clients["source"],
+            source_client=clients.source,
             table=table,
             key_names=key_names,
             processor=processor,

@@ -7,8 +7,8 @@ versioned delete looks). Reports name differing keys only, never other attribute
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from replicator.core.config import ReplicationConfig
 from replicator.core.records import Item, key_identity
@@ -65,7 +65,15 @@ def compare_items(
     return report
 
 
-def scan_items(client: Any, table: str) -> list[Item]:  # noqa: ANN401 - a boto3 DynamoDB client
+class SyncScanner(Protocol):
+    """A synchronous DynamoDB client (boto3's), as far as ``scan_items`` uses one."""
+
+    def scan(self, **kwargs: object) -> Mapping[str, Any]:
+        """One Scan page."""
+        ...
+
+
+def scan_items(client: SyncScanner, table: str) -> list[Item]:
     """Every item of a table, with consistent reads (a small table: the demo's and the tests')."""
     items: list[Item] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}

@@ -32,7 +32,7 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from replicator.aws.clients import open_clients
+from replicator.aws.clients import TargetClient, open_clients
 from replicator.core.errors import RecordRejectedError, ReplicatorError, TransformError
 from replicator.core.records import AttributeValue, ChangeRecord, Item, from_lambda_event, key_identity
 from replicator.core.retry import RetryPolicy, retrying
@@ -43,7 +43,9 @@ from replicator.pipeline.processor import build_processor
 from replicator.sink.writer import Write
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
     from replicator.core.config import Config
     from replicator.pipeline.stages import Pipeline
@@ -168,7 +170,7 @@ def item_digest(item: Item, ignore: frozenset[str]) -> bytes:
 # -- scanning ----------------------------------------------------------------------------------------
 
 
-async def key_attributes(client: Any, table: str, metrics: Metrics) -> tuple[str, ...]:  # noqa: ANN401 - aiobotocore
+async def key_attributes(client: DynamoDBClient, table: str, metrics: Metrics) -> tuple[str, ...]:
     """Return the table's primary key attribute names (DescribeTable)."""
     desc = await retrying(
         "DescribeTable", lambda: client.describe_table(TableName=table), policy=_SCAN_RETRY, metrics=metrics
@@ -176,7 +178,7 @@ async def key_attributes(client: Any, table: str, metrics: Metrics) -> tuple[str
     return tuple(k["AttributeName"] for k in desc["Table"]["KeySchema"])
 
 
-async def _item_count(client: Any, table: str) -> int | None:  # noqa: ANN401 - aiobotocore
+async def _item_count(client: DynamoDBClient, table: str) -> int | None:
     # An estimate (DynamoDB refreshes it every few hours): only sizes the progress bar.
     with contextlib.suppress(Exception):
         return int((await client.describe_table(TableName=table))["Table"].get("ItemCount", 0)) or None
@@ -184,7 +186,7 @@ async def _item_count(client: Any, table: str) -> int | None:  # noqa: ANN401 - 
 
 
 async def scan_table(
-    client: Any,  # noqa: ANN401 - aiobotocore client
+    client: DynamoDBClient,
     table: str,
     *,
     segments: int,
@@ -204,7 +206,9 @@ async def scan_table(
             }
             if start is not None:
                 kwargs["ExclusiveStartKey"] = start
-            page = await retrying("Scan", functools.partial(client.scan, **kwargs), policy=_SCAN_RETRY, metrics=metrics)
+            page: Mapping[str, Any] = await retrying(
+                "Scan", functools.partial(client.scan, **kwargs), policy=_SCAN_RETRY, metrics=metrics
+            )
             on_page(page.get("Items", []))
             start = page.get("LastEvaluatedKey")
             if not start:
@@ -237,8 +241,8 @@ class Verifier:
         self,
         cfg: Config,
         *,
-        source_client: Any,  # noqa: ANN401 - aiobotocore client
-        target_client: Any,  # noqa: ANN401 - aiobotocore client
+        source_client: DynamoDBClient,
+        target_client: TargetClient,
         segments: int = 4,
         ignore_attributes: frozenset[str] = frozenset(),
         progress: Progress | None = None,
@@ -252,7 +256,7 @@ class Verifier:
         self.cfg = cfg
         self.source_table: str = cfg.source.table
         self.source = source_client
-        self.target = target_client
+        self.target = target_client.client
         self.segments = segments
         self.progress: Progress = progress or _NoProgress()
         self.metrics = Metrics()
@@ -409,7 +413,7 @@ class Verifier:
             return self._delete_write(entry.keys, now_s)
         assert entry.source_keys is not None  # noqa: S101 - set for every source entry
         source_keys = entry.source_keys
-        resp = await retrying(
+        resp: Mapping[str, Any] = await retrying(
             "GetItem",
             lambda: self.source.get_item(TableName=self.source_table, Key=source_keys, ConsistentRead=True),
             policy=_SCAN_RETRY,
@@ -460,8 +464,8 @@ async def verify(
         clients = await open_clients(stack, cfg)
         verifier = Verifier(
             cfg,
-            source_client=clients["source"],
-            target_client=clients["target"],
+            source_client=clients.source,
+            target_client=clients.target,
             segments=segments,
             ignore_attributes=ignore_attributes,
             progress=progress,

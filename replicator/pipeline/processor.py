@@ -21,10 +21,11 @@ import collections
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from replicator.aws.clients import TargetClient
 from replicator.core.config import Config
 from replicator.core.errors import ConfigError, RecordRejectedError, ReplicatorError, TransformError, is_transient
 from replicator.core.records import ChangeRecord
@@ -33,6 +34,9 @@ from replicator.observe.logs import record_fields
 from replicator.observe.metrics import Metrics
 from replicator.pipeline.stages import Pipeline
 from replicator.sink.writer import ConditionalWriter, Write
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
 log = structlog.get_logger(__name__)
 
@@ -219,15 +223,16 @@ class BatchProcessor:
 def build_processor(
     cfg: Config,
     *,
-    target_client: Any,  # noqa: ANN401 - aiobotocore client
+    target_client: TargetClient,
     metrics: Metrics,
     dead_letters: DeadLetterSink | None,
     clock: Callable[[], float] = time.time,
-    source_client: Any = None,  # noqa: ANN401 - aiobotocore client, for replication.source_tombstones
+    source_client: DynamoDBClient | None = None,  # for replication.source_tombstones
 ) -> BatchProcessor:
     """The pipeline, the writer and the batch processor: the same for the service and the Lambda handler."""
     writer = ConditionalWriter(
-        target_client,
+        target_client.client,
+        lean=target_client.lean,
         table=cfg.target.table,
         cfg=cfg.replication,
         origin_region=cfg.source.region,

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from replicator import __version__
-from replicator.aws.clients import open_clients
+from replicator.aws.clients import Clients, open_clients
 from replicator.checkpoint import Checkpoint, CheckpointStore
 from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
 from replicator.checkpoint.leases import LeasedCheckpointStore, LeaseManager
@@ -64,7 +64,7 @@ class Replicator:
         metrics: Metrics | None = None,
         dead_letters: DeadLetterSink | None = None,
         shutdown_timeout_s: float = 20.0,
-        clients: dict[str, Any] | None = None,
+        clients: Clients | None = None,
     ) -> None:
         """Hold the configuration; all I/O happens in ``run``.
 
@@ -140,10 +140,10 @@ class Replicator:
             check_view_type(self.stream.view_type, cfg)
             processor = build_processor(
                 cfg,
-                target_client=clients["target"],
+                target_client=clients.target,
                 metrics=self.metrics,
                 dead_letters=self.dead_letters,
-                source_client=clients["source"],
+                source_client=clients.source,
             )
             log.info("started", stream_arn=self.stream.arn, worker_id=self.worker_id, target_table=cfg.target.table)
             self.state.running = True
@@ -174,11 +174,11 @@ class Replicator:
             with contextlib.suppress(asyncio.CancelledError):
                 await coordinator
 
-    def _store(self, clients: dict[str, Any]) -> CheckpointStore:
+    def _store(self, clients: Clients) -> CheckpointStore:
         cp = self.cfg.checkpoint
         if cp.backend == "dynamodb":
             assert cp.table is not None  # noqa: S101 - validated by the config model
-            return DynamoDBCheckpointStore(clients["checkpoint"], cp.table)
+            return DynamoDBCheckpointStore(clients.checkpoint_table(), cp.table)
         return SqliteCheckpointStore(cp.path)
 
     async def _coordinate(self, api: StreamsAPI, store: CheckpointStore, processor: BatchProcessor) -> None:
@@ -209,7 +209,7 @@ class Replicator:
             first_discovery = False
             await self._wait_for_event(checkpoints)
 
-    async def _coordinate_leased(self, api: StreamsAPI, clients: dict[str, Any], processor: BatchProcessor) -> None:
+    async def _coordinate_leased(self, api: StreamsAPI, clients: Clients, processor: BatchProcessor) -> None:
         """Like ``_coordinate``, for ``leases.enabled``: read only the shards this worker holds a lease on.
 
         Every renewal interval: take free/expired leases up to the fair share (or steal one), start readers
@@ -220,7 +220,7 @@ class Replicator:
         assert self.cfg.checkpoint.table is not None  # noqa: S101 - validated by the config model
         arn = self.stream.arn
         leases = self._leases = LeaseManager(
-            clients["checkpoint"],
+            clients.checkpoint_table(),
             self.cfg.checkpoint.table,
             stream_arn=arn,
             worker_id=self.worker_id,

@@ -38,8 +38,12 @@ from replicator.source.streams import IteratorType, StreamInfo, StreamsAPI, _tra
 
 if TYPE_CHECKING:
     import contextlib
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_kinesis import KinesisClient
+
+    from replicator.aws.clients import Clients
     from replicator.core.config import Config
 
 log = structlog.get_logger(__name__)
@@ -141,8 +145,8 @@ class KinesisAPI(StreamsAPI):
 
     def __init__(
         self,
-        kinesis_client: Any,  # noqa: ANN401 - aiobotocore client
-        dynamodb_client: Any,  # noqa: ANN401 - same
+        kinesis_client: KinesisClient,
+        dynamodb_client: DynamoDBClient,
         *,
         stream_name: str | None = None,
         table: str | None = None,
@@ -150,7 +154,8 @@ class KinesisAPI(StreamsAPI):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """Bind to clients owned by the service; no I/O."""
-        super().__init__(kinesis_client, dynamodb_client)
+        # Never used as a Streams client: every StreamsAPI call that would use it is overridden below.
+        super().__init__(kinesis_client, dynamodb_client)  # type: ignore[arg-type]
         self._kinesis = kinesis_client
         self._stream_name = stream_name
         self._table = table
@@ -262,14 +267,14 @@ class KinesisAPI(StreamsAPI):
             # 5 calls/s and 2 MB/s per shard: a large page buys a longer rest (10 MB: 5 s).
             self._next_call[chain.shard_id] = self._clock() + max(1 / GET_RECORDS_CALLS_PER_S, size / READ_BYTES_PER_S)
         out = self._convert(records, chain)
-        next_iterator = resp.get("NextShardIterator")
+        next_iterator: str | None = resp.get("NextShardIterator")
         if next_iterator is not None and chain is not None and not records and self._read_to_end(chain):
             next_iterator = None
         if next_iterator is not None and chain is not None:
             self._chains[next_iterator] = chain
         return out, next_iterator
 
-    def _convert(self, records: list[dict[str, Any]], chain: _Chain | None) -> list[dict[str, Any]]:
+    def _convert(self, records: Sequence[Mapping[str, Any]], chain: _Chain | None) -> list[dict[str, Any]]:
         out = []
         for record in records:
             raw = to_stream_record(record["Data"], str(record["SequenceNumber"]))
@@ -306,11 +311,11 @@ def _kinesis_error(exc: Exception, operation: str) -> Exception:
 async def source_api(
     stack: contextlib.AsyncExitStack,
     cfg: Config,
-    clients: dict[str, Any],
+    clients: Clients,
 ) -> StreamsAPI:
     """Return the change source ``source.kind`` names; a Kinesis client is opened in ``stack``."""
     if cfg.source.kind != "kinesis":
-        return StreamsAPI(clients["streams"], clients["source"])
+        return StreamsAPI(clients.streams, clients.source)
     from aiobotocore.session import get_session  # noqa: PLC0415 - only for Kinesis sources
 
     from replicator.aws.clients import client_config  # noqa: PLC0415 - same
@@ -323,4 +328,4 @@ async def source_api(
             config=client_config(),
         )
     )
-    return KinesisAPI(kinesis, clients["source"], stream_name=cfg.source.kinesis_stream_name, table=cfg.source.table)
+    return KinesisAPI(kinesis, clients.source, stream_name=cfg.source.kinesis_stream_name, table=cfg.source.table)

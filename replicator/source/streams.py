@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from replicator.core.errors import (
     ExpiredIteratorError,
@@ -21,6 +22,12 @@ from replicator.core.errors import (
     is_transient,
 )
 from replicator.source.shards import Shard
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+
+    from replicator.aws.lean import LeanStreams
 
 IteratorType = Literal["TRIM_HORIZON", "LATEST", "AFTER_SEQUENCE_NUMBER", "AT_SEQUENCE_NUMBER"]
 DESCRIBE_STREAM_CALLS_PER_S = 10.0
@@ -38,7 +45,7 @@ class StreamInfo:
 class StreamsAPI:
     """The calls the shard reader and the coordinator make to DynamoDB Streams."""
 
-    def __init__(self, streams_client: Any, dynamodb_client: Any) -> None:  # noqa: ANN401 - aiobotocore clients
+    def __init__(self, streams_client: DynamoDBStreamsClient | LeanStreams, dynamodb_client: DynamoDBClient) -> None:
         """Bind to clients owned by the service; no I/O."""
         self._streams = streams_client
         self._ddb = dynamodb_client
@@ -52,7 +59,7 @@ class StreamsAPI:
                 raise StreamConfigError("neither source.table nor source.stream_arn is set")
             desc = (await self._ddb.describe_table(TableName=table))["Table"]
             stream_arn = desc.get("LatestStreamArn")
-            spec = desc.get("StreamSpecification") or {}
+            spec: Mapping[str, object] = desc.get("StreamSpecification") or {}
             if not stream_arn or not spec.get("StreamEnabled", False):
                 raise StreamConfigError(
                     f"source table {table} has no enabled stream: enable one with view type NEW_AND_OLD_IMAGES"
@@ -60,7 +67,7 @@ class StreamsAPI:
         page = await self._describe(stream_arn, None, limit=1)
         return StreamInfo(arn=stream_arn, view_type=page["StreamViewType"], status=page["StreamStatus"])
 
-    async def _describe(self, stream_arn: str, start: str | None, *, limit: int = 100) -> dict[str, Any]:
+    async def _describe(self, stream_arn: str, start: str | None, *, limit: int = 100) -> Mapping[str, Any]:
         # DescribeStream allows 10 calls/s per account; pace ours so a stream with hundreds of shards
         # is listed at full speed without being throttled.
         async with self._describe_lock:
@@ -72,7 +79,7 @@ class StreamsAPI:
         if start is not None:
             kwargs["ExclusiveStartShardId"] = start
         try:
-            result: dict[str, Any] = (await self._streams.describe_stream(**kwargs))["StreamDescription"]
+            result: Mapping[str, Any] = (await self._streams.describe_stream(**kwargs))["StreamDescription"]
         except Exception as exc:
             raise _translate(exc, "DescribeStream") from exc
         return result
@@ -106,7 +113,8 @@ class StreamsAPI:
             resp = await self._streams.get_records(ShardIterator=iterator, Limit=limit)
         except Exception as exc:
             raise _translate(exc, "GetRecords") from exc
-        return resp.get("Records", []), resp.get("NextShardIterator")
+        # botocore's records (or the lean path's, the same JSON) as the plain dicts the pipeline takes.
+        return cast("list[dict[str, Any]]", resp.get("Records", [])), resp.get("NextShardIterator")
 
 
 def _translate(exc: Exception, operation: str) -> Exception:

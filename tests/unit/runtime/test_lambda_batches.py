@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.exceptions import ClientError
 
+from replicator.aws.clients import TargetClient
 from replicator.core.config import load_config
 from replicator.observe.metrics import Metrics
 from replicator.pipeline.processor import build_processor
@@ -91,7 +92,7 @@ def _processor(target: FakeTarget, dead_letters: Any = None, **env: str) -> Any:
             **env,
         },
     )
-    return build_processor(cfg, target_client=target, metrics=Metrics(), dead_letters=dead_letters)
+    return build_processor(cfg, target_client=TargetClient(target), metrics=Metrics(), dead_letters=dead_letters)
 
 
 def _seq(records: list[dict[str, Any]], index: int) -> str:
