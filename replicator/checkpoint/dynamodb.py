@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replicator.checkpoint import Checkpoint
 from replicator.core.errors import error_code
 from replicator.core.shield import complete_before_cancel
 
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
 
 class DynamoDBCheckpointStore:
     """CheckpointStore on a DynamoDB table."""
 
-    def __init__(self, client: Any, table: str) -> None:  # noqa: ANN401 - aiobotocore client, no stubs
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         """Bind to a table; created in ``start`` if missing."""
         self._client = client
         self.table = table

@@ -28,6 +28,8 @@ from replicator.core.shield import complete_before_cancel
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
     from replicator.checkpoint.lease_history import LeaseHistory
     from replicator.observe.metrics import Metrics
     from replicator.source.shards import Shard
@@ -89,7 +91,7 @@ class LeaseTable:
 
     def __init__(
         self,
-        client: Any,  # noqa: ANN401 - aiobotocore client
+        client: DynamoDBClient,
         table: str,
         *,
         stream_arn: str,

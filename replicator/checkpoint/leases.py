@@ -28,7 +28,7 @@ import asyncio
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -38,6 +38,8 @@ from replicator.core.errors import LeaseLostError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
     from replicator.checkpoint import Checkpoint
     from replicator.checkpoint.lease_table import LeaseItem
@@ -53,7 +55,7 @@ class LeaseManager:
 
     def __init__(
         self,
-        client: Any,  # noqa: ANN401 - aiobotocore client
+        client: DynamoDBClient,
         table: str,
         *,
         stream_arn: str,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias
 
@@ -89,7 +90,7 @@ def _epoch_seconds(value: object) -> float:
     raise ValueError(f"ApproximateCreationDateTime has unexpected type {type(value).__name__}")
 
 
-def to_lambda_event(raw: dict[str, Any], *, event_source_arn: str | None = None) -> dict[str, Any]:
+def to_lambda_event(raw: Mapping[str, Any], *, event_source_arn: str | None = None) -> dict[str, Any]:
     """Convert a record as GetRecords returns it (via botocore) into the Lambda event shape.
 
     botocore parses ``ApproximateCreationDateTime`` into a datetime; Lambda delivers epoch seconds.
@@ -141,7 +142,7 @@ def from_lambda_event(event: dict[str, Any], *, shard_id: str, created_us: int |
     )
 
 
-def from_stream_record(raw: dict[str, Any], *, shard_id: str, stream_arn: str) -> ChangeRecord:
+def from_stream_record(raw: Mapping[str, Any], *, shard_id: str, stream_arn: str) -> ChangeRecord:
     """Build a ChangeRecord from a record returned by DynamoDB Streams GetRecords."""
     created = raw.get("dynamodb", {}).get("ApproximateCreationDateTime")
     return from_lambda_event(

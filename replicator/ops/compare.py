@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from replicator.core.codec import b64_text
 from replicator.core.config import ReplicationConfig
@@ -111,7 +111,15 @@ def compare_items(
     return report
 
 
-def scan_items(client: Any, table: str) -> list[Item]:  # noqa: ANN401 - a boto3 DynamoDB client
+class SyncScanner(Protocol):
+    """A synchronous DynamoDB client (boto3's), as far as ``scan_items`` uses one."""
+
+    def scan(self, **kwargs: object) -> Mapping[str, Any]:
+        """One Scan page."""
+        ...
+
+
+def scan_items(client: SyncScanner, table: str) -> list[Item]:
     """Every item of a table, with consistent reads (a small table: the demo's and the tests')."""
     items: list[Item] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
 
+    from types_aiobotocore_sqs import SQSClient
+
+    from replicator.aws.clients import TargetClient
     from replicator.core.config import Config
     from replicator.core.records import ChangeRecord
     from replicator.pipeline.processor import BatchProcessor
@@ -198,12 +201,13 @@ async def redrive(
     source: str | None = None,
     dry_run: bool = False,
     metrics: Metrics | None = None,
-    clients: dict[str, Any] | None = None,
+    target: TargetClient | None = None,
+    sqs: SQSClient | None = None,
     clock: Callable[[], float] = time.time,
 ) -> RedriveReport:
     """Replay the dead letters in ``source`` (default: ``failure.on_failure.destination``).
 
-    ``clients`` may hold ready ``target`` and ``sqs`` clients (tests); otherwise they are opened here.
+    ``target`` and ``sqs`` may be ready clients (tests); otherwise they are opened here.
     Raises DeadLetterError when there is no source or a JSONL line is not JSON.
     """
     src = source or cfg.failure.on_failure.destination
@@ -218,15 +222,14 @@ async def redrive(
         if not dry_run:
             from replicator.runtime.wiring import build_processor  # noqa: PLC0415 - service imports much; CLI start-up
 
-            target = (clients or {}).get("target")
             if target is None:
                 from replicator.aws.clients import open_clients  # noqa: PLC0415 - only when not injected
 
-                target = (await open_clients(stack, rcfg))["target"]
+                target = (await open_clients(stack, rcfg)).target
             processor = build_processor(rcfg, target_client=target, metrics=metrics, dead_letters=collector)
         redriver = Redriver(rcfg, processor=processor, collector=collector, report=report)
         if deadletter.is_sqs_url(src):
-            sqs = (clients or {}).get("sqs") or await deadletter.open_sqs_client(stack, rcfg, src)
+            sqs = sqs or await deadletter.open_sqs_client(stack, rcfg, src)
             await _redrive_sqs(redriver, sqs, src, report, dry_run=dry_run)
         else:
             await _redrive_jsonl(redriver, deadletter.jsonl_path(src), report, dry_run=dry_run, clock=clock)
@@ -248,7 +251,7 @@ async def _redrive_jsonl(
 
 
 async def _receive_chunk(
-    sqs: Any,  # noqa: ANN401 - aiobotocore SQS client
+    sqs: SQSClient,
     queue_url: str,
     assembler: deadletter.SqsAssembler,
     handles: dict[str, list[str]],
@@ -287,7 +290,7 @@ async def _batched(call: Callable[..., Awaitable[Any]], queue_url: str, entries:
 
 async def _redrive_sqs(
     redriver: Redriver,
-    sqs: Any,  # noqa: ANN401 - aiobotocore SQS client
+    sqs: SQSClient,
     queue_url: str,
     report: RedriveReport,
     *,

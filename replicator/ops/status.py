@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from rich.table import Table
 
+    from replicator.aws.clients import Clients
     from replicator.checkpoint import Checkpoint, CheckpointStore
     from replicator.core.config import Config
 
@@ -204,7 +205,7 @@ async def load_checkpoints(store: CheckpointStore, stream_arn: str) -> tuple[dic
         raise
 
 
-async def status_from_config(cfg: Config, *, clients: dict[str, Any] | None = None) -> StatusReport:
+async def status_from_config(cfg: Config, *, clients: Clients | None = None) -> StatusReport:
     """Open clients (unless given), resolve the stream, read checkpoints, and collect every shard's row."""
     from replicator.aws.clients import open_clients  # noqa: PLC0415 - aiobotocore only when talking to AWS
     from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore  # noqa: PLC0415
@@ -213,7 +214,7 @@ async def status_from_config(cfg: Config, *, clients: dict[str, Any] | None = No
     async with contextlib.AsyncExitStack() as stack:
         if clients is None:
             clients = await open_clients(stack, cfg)
-        api = StreamsSource(clients["streams"], clients["source"])
+        api = StreamsSource(clients.streams, clients.source)
         stream = await api.resolve(table=cfg.source.table, stream_arn=cfg.source.stream_arn)
         cp_cfg = cfg.checkpoint
         checkpoints: dict[str, Checkpoint] = {}
@@ -221,7 +222,7 @@ async def status_from_config(cfg: Config, *, clients: dict[str, Any] | None = No
         if cp_cfg.backend == "dynamodb":
             assert cp_cfg.table is not None  # noqa: S101 - validated by the config model
             checkpoints, note = await load_checkpoints(
-                DynamoDBCheckpointStore(clients["checkpoint"], cp_cfg.table), stream.arn
+                DynamoDBCheckpointStore(clients.checkpoint_table(), cp_cfg.table), stream.arn
             )
         elif cp_cfg.path.exists():
             store = SqliteCheckpointStore(cp_cfg.path)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from replicator.core.retry import RetryPolicy, retrying
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
     from replicator.core.records import Item
     from replicator.observe.metrics import Metrics
@@ -19,7 +21,7 @@ SCAN_RETRY = RetryPolicy(max_attempts=10)
 """Retries of each read (and of verify's repair writes): bounded, so an unreachable table fails the run."""
 
 
-async def key_attributes(client: Any, table: str, metrics: Metrics) -> tuple[str, ...]:  # noqa: ANN401 - aiobotocore
+async def key_attributes(client: DynamoDBClient, table: str, metrics: Metrics) -> tuple[str, ...]:
     """Return the table's primary key attribute names (DescribeTable)."""
     desc = await retrying(
         "DescribeTable", lambda: client.describe_table(TableName=table), policy=SCAN_RETRY, metrics=metrics
@@ -27,7 +29,7 @@ async def key_attributes(client: Any, table: str, metrics: Metrics) -> tuple[str
     return tuple(k["AttributeName"] for k in desc["Table"]["KeySchema"])
 
 
-async def item_count(client: Any, table: str) -> int | None:  # noqa: ANN401 - aiobotocore
+async def item_count(client: DynamoDBClient, table: str) -> int | None:
     """Return the table's approximate item count, None when unknown (for a progress bar, never a promise)."""
     # DynamoDB refreshes ItemCount about every six hours.
     with contextlib.suppress(Exception):
@@ -36,7 +38,7 @@ async def item_count(client: Any, table: str) -> int | None:  # noqa: ANN401 - a
 
 
 async def scan_table(
-    client: Any,  # noqa: ANN401 - aiobotocore client
+    client: DynamoDBClient,
     table: str,
     *,
     segments: int,
@@ -57,8 +59,9 @@ async def scan_table(
             if start is not None:
                 kwargs["ExclusiveStartKey"] = start
             page = await retrying("Scan", functools.partial(client.scan, **kwargs), policy=SCAN_RETRY, metrics=metrics)
-            on_page(page.get("Items", []))
-            start = page.get("LastEvaluatedKey")
+            # The stubs type AttributeValues field by field; items stay the raw maps the rest of the code takes.
+            on_page(cast("list[Item]", page.get("Items", [])))
+            start = cast("Item | None", page.get("LastEvaluatedKey"))
             if not start:
                 return
 

@@ -28,7 +28,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from replicator.aws.clients import open_clients
+from replicator.aws.clients import TargetClient, open_clients
 from replicator.core.errors import RecordRejectedError, ReplicatorError, TransformError
 from replicator.core.records import Item, from_lambda_event, key_identity
 from replicator.core.retry import retrying
@@ -42,7 +42,9 @@ from replicator.runtime.wiring import build_processor
 from replicator.sink.writer import Write
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
     from replicator.core.config import Config
     from replicator.pipeline.stages import Pipeline
@@ -127,8 +129,8 @@ class Verifier:
         self,
         cfg: Config,
         *,
-        source_client: Any,  # noqa: ANN401 - aiobotocore client
-        target_client: Any,  # noqa: ANN401 - aiobotocore client
+        source_client: DynamoDBClient,
+        target_client: TargetClient,
         segments: int = 4,
         ignore_attributes: frozenset[str] = frozenset(),
         progress: Progress | None = None,
@@ -142,7 +144,7 @@ class Verifier:
         self.cfg = cfg
         self.source_table: str = cfg.source.table
         self.source = source_client
-        self.target = target_client
+        self.target = target_client.client
         self.segments = segments
         self.progress: Progress = progress or _NoProgress()
         self.metrics = Metrics()
@@ -312,7 +314,7 @@ class Verifier:
             return self._delete_write(entry.keys, now_s)
         assert entry.source_keys is not None  # noqa: S101 - set for every source entry
         source_keys = entry.source_keys
-        resp = await retrying(
+        resp: Mapping[str, Any] = await retrying(
             "GetItem",
             lambda: self.source.get_item(TableName=self.source_table, Key=source_keys, ConsistentRead=True),
             policy=SCAN_RETRY,
@@ -361,8 +363,8 @@ async def verify(
         clients = await open_clients(stack, cfg)
         verifier = Verifier(
             cfg,
-            source_client=clients["source"],
-            target_client=clients["target"],
+            source_client=clients.source,
+            target_client=clients.target,
             segments=segments,
             ignore_attributes=ignore_attributes,
             progress=progress,

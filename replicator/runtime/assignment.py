@@ -15,6 +15,8 @@ from replicator.core.retry import RetryPolicy, retrying
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
     from replicator.checkpoint import Checkpoint, CheckpointStore
     from replicator.core.config import LeaseConfig
     from replicator.observe.metrics import Metrics
@@ -156,7 +158,7 @@ class LeasedAssignment:
 
     def __init__(
         self,
-        client: object,
+        client: DynamoDBClient,
         table: str,
         *,
         stream_arn: str,

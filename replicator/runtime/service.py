@@ -21,12 +21,11 @@ import os
 import signal
 import socket
 from collections.abc import Iterable
-from typing import Any
 
 import structlog
 
 from replicator import __version__
-from replicator.aws.clients import open_clients
+from replicator.aws.clients import Clients, open_clients
 from replicator.checkpoint import CheckpointStore
 from replicator.core.config import Config
 from replicator.core.errors import StreamConfigError
@@ -69,7 +68,7 @@ class Replicator:
         metrics: Metrics | None = None,
         dead_letters: DeadLetterSink | None = None,
         shutdown_timeout_s: float = 20.0,
-        clients: dict[str, Any] | None = None,
+        clients: Clients | None = None,
     ) -> None:
         """Hold the configuration; all I/O happens in ``run``.
 
@@ -142,10 +141,10 @@ class Replicator:
             processor = build_processor(
                 cfg,
                 pipeline=pipeline,
-                target_client=clients["target"],
+                target_client=clients.target,
                 metrics=self.metrics,
                 dead_letters=self.dead_letters,
-                source_client=clients["source"],
+                source_client=clients.source,
             )
             assignment = self._assignment(store, clients, stream.arn)
             stack.push_async_callback(assignment.close)
@@ -181,13 +180,13 @@ class Replicator:
         stack.push_async_callback(self.http.close)
         log.info("metrics_listening", host=cfg.host, port=self.http.port)
 
-    def _assignment(self, store: CheckpointStore, clients: dict[str, Any], stream_arn: str) -> AssignmentStrategy:
+    def _assignment(self, store: CheckpointStore, clients: Clients, stream_arn: str) -> AssignmentStrategy:
         cfg = self.cfg
         if not cfg.leases.enabled:
             return StaticAssignment(store, stream_arn=stream_arn, metrics=self.metrics)
         assert cfg.checkpoint.table is not None  # noqa: S101 - validated by the config model
         return LeasedAssignment(
-            clients["checkpoint"],
+            clients.checkpoint_table(),
             cfg.checkpoint.table,
             stream_arn=stream_arn,
             worker_id=self.worker_id,

@@ -8,11 +8,12 @@ through what ``build_processor`` builds, so every path keeps the same conditions
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
+from replicator.aws.clients import Clients, TargetClient
 from replicator.checkpoint import CheckpointStore
 from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
 from replicator.checkpoint.sqlite import SqliteCheckpointStore
@@ -25,17 +26,20 @@ from replicator.pipeline.stages import Pipeline
 from replicator.sink.deadletter import DeadLetterSink
 from replicator.sink.writer import ConditionalWriter
 
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
 log = structlog.get_logger(__name__)
 
 
 def build_processor(
     cfg: Config,
     *,
-    target_client: Any,  # noqa: ANN401 - aiobotocore client
+    target_client: TargetClient,
     metrics: Metrics,
     dead_letters: DeadLetterSink | None,
     clock: Callable[[], float] = time.time,
-    source_client: Any = None,  # noqa: ANN401 - aiobotocore client, for replication.source_tombstones
+    source_client: DynamoDBClient | None = None,  # for replication.source_tombstones
     pipeline: Pipeline | None = None,
 ) -> BatchProcessor:
     """The pipeline, the writer and the batch processor: the same for the service and the Lambda handler.
@@ -44,7 +48,8 @@ def build_processor(
     compiled here when not given.
     """
     writer = ConditionalWriter(
-        target_client,
+        target_client.client,
+        lean=target_client.lean,
         table=cfg.target.table,
         cfg=cfg.replication,
         origin_region=cfg.source.region,
@@ -90,10 +95,10 @@ def write_retry_policy(cfg: Config) -> RetryPolicy:
     return RetryPolicy(max_attempts=None if attempts < 0 else attempts)
 
 
-def checkpoint_store(cfg: Config, clients: Mapping[str, Any]) -> CheckpointStore:
+def checkpoint_store(cfg: Config, clients: Clients) -> CheckpointStore:
     """The configured checkpoint store (``checkpoint.backend``); ``start`` it before use."""
     cp = cfg.checkpoint
     if cp.backend == "dynamodb":
         assert cp.table is not None  # noqa: S101 - validated by the config model
-        return DynamoDBCheckpointStore(clients["checkpoint"], cp.table)
+        return DynamoDBCheckpointStore(clients.checkpoint_table(), cp.table)
     return SqliteCheckpointStore(cp.path)

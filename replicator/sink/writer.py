@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from replicator.aws.clients import lean_transport
+from replicator.aws.lean import LeanDynamoDB, write_transport
 from replicator.core.config import ReplicationConfig
 from replicator.core.errors import RecordRejectedError, error_code, is_transient
 from replicator.core.records import ChangeRecord, Item
 from replicator.core.timestamps import app_timestamp_value
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
 WriteOutcome = Literal["replicated", "superseded"]
 
@@ -106,8 +109,9 @@ class ConditionalWriter:
 
     def __init__(
         self,
-        client: Any,  # noqa: ANN401 - an aiobotocore DynamoDB client (no stubs)
+        client: DynamoDBClient,
         *,
+        lean: LeanDynamoDB | None = None,
         table: str,
         cfg: ReplicationConfig,
         origin_region: str,
@@ -117,11 +121,13 @@ class ConditionalWriter:
     ) -> None:
         """Bind the writer to a target table; no I/O.
 
+        ``lean`` (``target.lean_writes``) sends the writes instead of ``client``'s botocore, unless a
+        ``before-send`` handler on ``client`` intercepts PutItem or DeleteItem now.
+
         ``replace_local_writes`` False (the source-tombstone writer) never overwrites an item whose
         last write was local, whatever its timestamp: only an absent item or an older replicated version.
         """
-        # The lean signed-HTTP path registered for this client (``target.lean_writes``), else botocore.
-        self._client = lean_transport(client) or client
+        self._client = write_transport(client, lean)
         self._table = table
         self._cfg = cfg
         self._origin = origin_region

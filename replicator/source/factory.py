@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from replicator.source.kinesis import KinesisSource
 from replicator.source.streams import StreamsSource
@@ -10,6 +10,7 @@ from replicator.source.streams import StreamsSource
 if TYPE_CHECKING:
     import contextlib
 
+    from replicator.aws.clients import Clients
     from replicator.core.config import Config
     from replicator.source.api import ChangeSource
 
@@ -17,11 +18,11 @@ if TYPE_CHECKING:
 async def open_source(
     stack: contextlib.AsyncExitStack,
     cfg: Config,
-    clients: dict[str, Any],
+    clients: Clients,
 ) -> ChangeSource:
     """Return the change source ``source.kind`` names; a Kinesis client is opened in ``stack``."""
     if cfg.source.kind != "kinesis":
-        return StreamsSource(clients["streams"], clients["source"])
+        return StreamsSource(clients.streams, clients.source)
     from aiobotocore.session import get_session  # noqa: PLC0415 - only for Kinesis sources
 
     from replicator.aws.clients import client_config  # noqa: PLC0415 - same
@@ -34,4 +35,4 @@ async def open_source(
             config=client_config(),
         )
     )
-    return KinesisSource(kinesis, clients["source"], stream_name=cfg.source.kinesis_stream_name, table=cfg.source.table)
+    return KinesisSource(kinesis, clients.source, stream_name=cfg.source.kinesis_stream_name, table=cfg.source.table)

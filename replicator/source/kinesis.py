@@ -37,7 +37,10 @@ from replicator.source.api import IteratorType, RecordPage, ShardIterator, Strea
 from replicator.source.shards import Shard
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_kinesis import KinesisClient
 
 log = structlog.get_logger(__name__)
 
@@ -119,8 +122,8 @@ class KinesisSource:
 
     def __init__(
         self,
-        kinesis_client: Any,  # noqa: ANN401 - aiobotocore client
-        dynamodb_client: Any,  # noqa: ANN401 - same
+        kinesis_client: KinesisClient,
+        dynamodb_client: DynamoDBClient,
         *,
         stream_name: str | None = None,
         table: str | None = None,
@@ -241,7 +244,7 @@ class KinesisSource:
             return RecordPage(records, None)
         return RecordPage(records, ShardIterator(iterator.stream_arn, shard_id, token, position))
 
-    def _convert(self, raw: list[dict[str, Any]], iterator: ShardIterator) -> list[ChangeRecord]:
+    def _convert(self, raw: Sequence[Mapping[str, Any]], iterator: ShardIterator) -> list[ChangeRecord]:
         out = []
         for record in raw:
             change = to_change_record(

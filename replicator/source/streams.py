@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replicator.core.errors import StreamConfigError
 from replicator.core.records import from_stream_record
 from replicator.source.api import IteratorType, RecordPage, ShardIterator, StreamInfo, translate_error
 from replicator.source.shards import Shard
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+
+    from replicator.aws.lean import LeanStreams
 
 DESCRIBE_STREAM_CALLS_PER_S = 10.0
 
@@ -22,7 +30,7 @@ DESCRIBE_STREAM_CALLS_PER_S = 10.0
 class StreamsSource:
     """A ``ChangeSource`` reading a DynamoDB stream."""
 
-    def __init__(self, streams_client: Any, dynamodb_client: Any) -> None:  # noqa: ANN401 - aiobotocore clients
+    def __init__(self, streams_client: DynamoDBStreamsClient | LeanStreams, dynamodb_client: DynamoDBClient) -> None:
         """Bind to clients owned by the service; no I/O."""
         self._streams = streams_client
         self._ddb = dynamodb_client
@@ -36,7 +44,7 @@ class StreamsSource:
                 raise StreamConfigError("neither source.table nor source.stream_arn is set")
             desc = (await self._ddb.describe_table(TableName=table))["Table"]
             stream_arn = desc.get("LatestStreamArn")
-            spec = desc.get("StreamSpecification") or {}
+            spec: Mapping[str, object] = desc.get("StreamSpecification") or {}
             if not stream_arn or not spec.get("StreamEnabled", False):
                 raise StreamConfigError(
                     f"source table {table} has no enabled stream: enable one with view type NEW_AND_OLD_IMAGES"
@@ -44,7 +52,7 @@ class StreamsSource:
         page = await self._describe(stream_arn, None, limit=1)
         return StreamInfo(arn=stream_arn, view_type=page["StreamViewType"], status=page["StreamStatus"])
 
-    async def _describe(self, stream_arn: str, start: str | None, *, limit: int = 100) -> dict[str, Any]:
+    async def _describe(self, stream_arn: str, start: str | None, *, limit: int = 100) -> Mapping[str, Any]:
         # DescribeStream allows 10 calls/s per account; pace ours so a stream with hundreds of shards
         # is listed at full speed without being throttled.
         async with self._describe_lock:
@@ -56,7 +64,7 @@ class StreamsSource:
         if start is not None:
             kwargs["ExclusiveStartShardId"] = start
         try:
-            result: dict[str, Any] = (await self._streams.describe_stream(**kwargs))["StreamDescription"]
+            result: Mapping[str, Any] = (await self._streams.describe_stream(**kwargs))["StreamDescription"]
         except Exception as exc:
             raise translate_error(exc, "DescribeStream") from exc
         return result

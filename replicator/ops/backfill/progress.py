@@ -19,6 +19,8 @@ from replicator.core.errors import ReplicatorError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
     from replicator.core.config import Config
     from replicator.core.records import Item
 
@@ -142,7 +144,7 @@ class JsonProgressStore:
 class DynamoDBProgressStore:
     """Progress as items of the DynamoDB checkpoint table: ``streamArn = backfill#<table>``, one a segment."""
 
-    def __init__(self, client: Any, table: str) -> None:  # noqa: ANN401 - aiobotocore client
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         """Bind to the checkpoint table (created by the checkpoint store's ``start``)."""
         self._client = client
         self.table = table

@@ -21,11 +21,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
     from replicator.core.config import Config
     from replicator.sink.deadletter import DeadLetterSink
 
 
-async def table_key_names(client: Any, table: str) -> tuple[tuple[str, ...], int]:  # noqa: ANN401 - aiobotocore client
+async def table_key_names(client: DynamoDBClient, table: str) -> tuple[tuple[str, ...], int]:
     """Return the table's key attribute names (hash first) and its approximate item count."""
     desc = (await client.describe_table(TableName=table))["Table"]
     schema = sorted(desc["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
@@ -62,17 +64,17 @@ async def run_backfill(
         store: ProgressStore
         if progress_path is None and cfg.checkpoint.backend == "dynamodb":
             assert cfg.checkpoint.table is not None  # noqa: S101 - validated by the config model
-            await DynamoDBCheckpointStore(clients["checkpoint"], cfg.checkpoint.table).start()
-            store = DynamoDBProgressStore(clients["checkpoint"], cfg.checkpoint.table)
+            await DynamoDBCheckpointStore(clients.checkpoint_table(), cfg.checkpoint.table).start()
+            store = DynamoDBProgressStore(clients.checkpoint_table(), cfg.checkpoint.table)
         else:
             store = JsonProgressStore(progress_path or default_progress_path(cfg))
         if dead_letters is None:
             dead_letters = await dead_letters_from_config(cfg, stack, metrics=metrics)
-        processor = build_processor(cfg, target_client=clients["target"], metrics=metrics, dead_letters=dead_letters)
-        key_names, item_count = await table_key_names(clients["source"], table)
+        processor = build_processor(cfg, target_client=clients.target, metrics=metrics, dead_letters=dead_letters)
+        key_names, item_count = await table_key_names(clients.source, table)
         on_page = _progress_bar(stack, table, item_count) if show_progress else None
         backfill = Backfill(
-            source_client=clients["source"],
+            source_client=clients.source,
             table=table,
             key_names=key_names,
             processor=processor,

@@ -29,7 +29,9 @@ from replicator.ops.backfill.ratelimit import TokenBucket
 from replicator.ops.synthetic import BACKFILL_EVENT_SOURCE, BACKFILL_SEQUENCE, synthetic_insert
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
     from replicator.core.records import ChangeRecord, Item
     from replicator.observe.metrics import Metrics
@@ -113,7 +115,7 @@ class Backfill:
     def __init__(
         self,
         *,
-        source_client: Any,  # noqa: ANN401 - aiobotocore client
+        source_client: DynamoDBClient,
         table: str,
         key_names: tuple[str, ...],
         processor: BatchProcessor,
@@ -217,7 +219,7 @@ class Backfill:
                 kwargs["ExclusiveStartKey"] = progress.last_key
             # The time the request is sent: every item of the page is read at or after it.
             sent_at = self.clock()
-            page: dict[str, Any] = await retrying(
+            page: Mapping[str, Any] = await retrying(
                 "Scan",
                 functools.partial(self._client.scan, **kwargs),
                 policy=self._retry,

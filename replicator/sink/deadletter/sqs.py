@@ -23,6 +23,8 @@ from replicator.sink.deadletter.document import (
 if TYPE_CHECKING:
     import contextlib
 
+    from types_aiobotocore_sqs import SQSClient
+
     from replicator.core.config import Config
 
 SQS_BATCH_MAX = 10
@@ -33,7 +35,7 @@ class SqsDeadLetters:
 
     def __init__(
         self,
-        client: Any,  # noqa: ANN401 - an aiobotocore SQS client (no stubs)
+        client: SQSClient,
         queue_url: str,
         *,
         context: DeadLetterContext | None = None,
@@ -101,7 +103,7 @@ def sqs_region(queue_url: str, default: str) -> str:
     return default
 
 
-async def open_sqs_client(stack: contextlib.AsyncExitStack, cfg: Config, queue_url: str) -> Any:  # noqa: ANN401
+async def open_sqs_client(stack: contextlib.AsyncExitStack, cfg: Config, queue_url: str) -> SQSClient:
     """Open an SQS client for ``queue_url`` inside ``stack`` (region/endpoint from failure.on_failure)."""
     from aiobotocore.session import get_session  # noqa: PLC0415 - only with an SQS destination
 

@@ -212,13 +212,13 @@ async def test_a_copy_scanned_before_a_change_never_overwrites_the_streamed_chan
             clients = await open_clients(stack, cfg)
             release, scanned = asyncio.Event(), asyncio.Event()
             held = _HeldProcessor(
-                build_processor(cfg, target_client=clients["target"], metrics=metrics, dead_letters=None),
+                build_processor(cfg, target_client=clients.target, metrics=metrics, dead_letters=None),
                 release,
                 scanned,
             )
-            key_names, _ = await table_key_names(clients["source"], src)
+            key_names, _ = await table_key_names(clients.source, src)
             backfill = Backfill(
-                source_client=clients["source"],
+                source_client=clients.source,
                 table=src,
                 key_names=key_names,
                 processor=held,  # type: ignore[arg-type]

@@ -300,7 +300,7 @@ async def test_throttling_and_resets_are_retried_without_loss(region_a, region_b
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, cfg)
         rng = random.Random(7)  # noqa: S311 - fault pattern, not security
-        _inject_faults(clients["target"], rng, counts)
+        _inject_faults(clients.target.client, rng, counts)
         async with _running(cfg, metrics=metrics, clients=clients) as replicator:
             await _write_over(region_a, s, 300, 4)
             await _converged(region_a, s, region_b, t, timeout=30)

@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from replicator_dev.local.common import create_table
 
-from replicator.aws.clients import open_clients
+from replicator.aws.clients import Clients, open_clients
 from replicator.core.config import Config
 from replicator.core.errors import StreamConfigError
 from replicator.core.records import from_lambda_event, from_stream_record
@@ -281,10 +281,10 @@ async def test_replay_and_redrive_never_regress(pair: Pair) -> None:
     async with _aio_clients(pair.cfg[A]) as clients:
         processor = build_processor(
             pair.cfg[A],
-            target_client=clients["target"],
+            target_client=clients.target,
             metrics=Metrics(),
             dead_letters=None,
-            source_client=clients["source"],
+            source_client=clients.source,
         )
         old = [
             from_stream_record(r, shard_id="s", stream_arn="arn")
@@ -300,7 +300,7 @@ async def test_replay_and_redrive_never_regress(pair: Pair) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _aio_clients(cfg: Config) -> AsyncIterator[dict[str, Any]]:
+async def _aio_clients(cfg: Config) -> AsyncIterator[Clients]:
     async with contextlib.AsyncExitStack() as stack:
         yield await open_clients(stack, cfg)
 
@@ -337,10 +337,10 @@ async def test_ttl_deletes_follow_the_policy(pair: Pair, policy: str, replicated
     async with _aio_clients(cfg) as clients:
         processor = build_processor(
             cfg,
-            target_client=clients["target"],
+            target_client=clients.target,
             metrics=Metrics(),
             dead_letters=None,
-            source_client=clients["source"],
+            source_client=clients.source,
         )
         result = await processor.process([from_lambda_event(event, shard_id="s")])
     assert result.outcomes["replicated" if replicated else "ttl_skipped"] == 1

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from replicator_dev.local.common import create_table
 
-from replicator.aws.clients import client_config
+from replicator.aws.clients import TargetClient, client_config
 from replicator.core.config import Config
 from replicator.core.records import ChangeRecord, Item, from_lambda_event
 from replicator.observe.metrics import Metrics
@@ -114,7 +114,7 @@ def make_world(clients: tuple[Any, Any], tables: tuple[str, str], region_a, regi
         processors.append(
             build_processor(
                 cfg,
-                target_client=clients[o],
+                target_client=TargetClient(clients[o]),
                 metrics=Metrics(),
                 dead_letters=None,
                 source_client=clients[i],

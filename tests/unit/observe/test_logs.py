@@ -14,6 +14,7 @@ import structlog
 from botocore.exceptions import ClientError
 from scripted_stream import RecordingTarget, ScriptedStream
 
+from replicator.aws.clients import Clients, TargetClient
 from replicator.core.config import Config
 from replicator.core.records import ChangeRecord
 from replicator.observe import logs
@@ -211,7 +212,7 @@ def _replication_run(
         cfg,
         metrics=Metrics(),
         dead_letters=dead,
-        clients={"source": stream, "streams": stream, "target": _RejectingTarget()},
+        clients=Clients(source=stream, streams=stream, target=TargetClient(_RejectingTarget())),
     )
 
     async def run() -> None:
@@ -281,7 +282,7 @@ def test_filter_that_can_never_match_is_logged_at_start_up(capsys) -> None:
         target={"region": "eu-west-1", "table": "Orders"},  # type: ignore[arg-type]
         filters=[{"dynamodb": {"NewImage": {"total": {"N": [{"numeric": [">", 10]}]}}}}],
     )
-    build_processor(cfg, target_client=object(), metrics=Metrics(), dead_letters=None)
+    build_processor(cfg, target_client=TargetClient(object()), metrics=Metrics(), dead_letters=None)
     err = capsys.readouterr().err
     assert "filter_never_matches" in err
     assert "filters[0]" in err

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from scripted_stream import RecordingTarget, ScriptedStream
 
 from replicator import __version__
+from replicator.aws.clients import Clients, TargetClient
 from replicator.checkpoint import Checkpoint
 from replicator.core.config import Config
 from replicator.core.retry import RetryPolicy
@@ -175,7 +176,7 @@ class Harness:
         self.stop = asyncio.Event()
         self.processor = build_processor(
             self.cfg,
-            target_client=self.target,
+            target_client=TargetClient(self.target),
             metrics=self.metrics,
             dead_letters=dead_letters,
             clock=self.clock,
@@ -505,7 +506,9 @@ async def test_service_build_info_and_closed_parent_series(tmp_path: Path) -> No
     stream.put("child", "k", 2)
     metrics = Metrics()
     target = RecordingTarget()
-    replicator = Replicator(cfg, metrics=metrics, clients={"source": stream, "streams": stream, "target": target})
+    replicator = Replicator(
+        cfg, metrics=metrics, clients=Clients(source=stream, streams=stream, target=TargetClient(target))
+    )
     task = asyncio.create_task(replicator.run())
     try:
         await _until(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from replicator.aws.clients import TargetClient
 from replicator.core.config import Config, ReplicationConfig
 from replicator.core.records import ChangeRecord, Item, epoch_us
 from replicator.observe.metrics import Metrics
@@ -202,7 +203,9 @@ async def test_verify_makes_an_insert_of_the_unmarked_item_dated_now_that_wins_t
     )
     times = iter([2000.25, 2100.0])
     source, target = _Tables([MARKED]), _Tables([{"pk": {"S": "a"}, "v": {"N": "2"}}])
-    verifier = Verifier(cfg, source_client=source, target_client=target, segments=1, clock=lambda: next(times))
+    verifier = Verifier(
+        cfg, source_client=source, target_client=TargetClient(target), segments=1, clock=lambda: next(times)
+    )
     recording = _Recording(verifier.pipeline)
     verifier.pipeline = recording  # type: ignore[assignment]
     report = await verifier.run(repair=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.exceptions import ClientError
 
+from replicator.aws.clients import TargetClient
 from replicator.core.config import load_config
 from replicator.observe.metrics import Metrics
 from replicator.runtime import lambda_function
@@ -89,7 +90,7 @@ def _processor(target: FakeTarget, dead_letters: Any = None, **env: str) -> Any:
             **env,
         },
     )
-    return build_processor(cfg, target_client=target, metrics=Metrics(), dead_letters=dead_letters)
+    return build_processor(cfg, target_client=TargetClient(target), metrics=Metrics(), dead_letters=dead_letters)
 
 
 def _seq(records: list[dict[str, Any]], index: int) -> str:

@@ -14,6 +14,7 @@ import pytest
 from fake_lease_table import FakeLeaseTable
 from scripted_stream import RecordingTarget, ScriptedStream
 
+from replicator.aws.clients import Clients, TargetClient
 from replicator.core.config import Config
 from replicator.core.records import ChangeRecord
 from replicator.observe.metrics import Metrics
@@ -55,7 +56,9 @@ async def test_run_refuses_a_second_start(tmp_path: Path) -> None:
     stream = _stream("k")
     target = RecordingTarget()
     rep = Replicator(
-        _config(tmp_path), metrics=Metrics(), clients={"source": stream, "streams": stream, "target": target}
+        _config(tmp_path),
+        metrics=Metrics(),
+        clients=Clients(source=stream, streams=stream, target=TargetClient(target)),
     )
     first = asyncio.create_task(rep.run())
     await asyncio.wait_for(rep.started.wait(), timeout=5)
@@ -72,7 +75,9 @@ async def test_a_stop_signal_stops_the_run_and_its_handler_is_removed(tmp_path: 
     stream = _stream("k")
     target = RecordingTarget()
     rep = Replicator(
-        _config(tmp_path), metrics=Metrics(), clients={"source": stream, "streams": stream, "target": target}
+        _config(tmp_path),
+        metrics=Metrics(),
+        clients=Clients(source=stream, streams=stream, target=TargetClient(target)),
     )
     task = asyncio.create_task(rep.run(stop_signals=(signal.SIGUSR1,)))
     await asyncio.wait_for(rep.started.wait(), timeout=5)
@@ -106,7 +111,7 @@ async def test_shutdown_releases_the_leases_of_a_reader_cancelled_mid_checkpoint
         leases={"enabled": True},
         worker_id="w1",
     )
-    clients = {"source": stream, "streams": stream, "target": RecordingTarget(), "checkpoint": table}
+    clients = Clients(source=stream, streams=stream, target=TargetClient(RecordingTarget()), checkpoint=table)
     rep = Replicator(cfg, metrics=Metrics(), clients=clients, shutdown_timeout_s=0.05)
     task = asyncio.create_task(rep.run())
     await asyncio.wait_for(table.checkpoint_applied.wait(), timeout=5)
@@ -143,7 +148,7 @@ async def test_shutdown_saves_what_finished_lanes_did_before_their_reader_was_ca
     stream = _stream(fast, "stuck")
     target = _StuckTarget("stuck")
     cfg = _config(tmp_path, failure={"parallelization_factor": 2})
-    clients = {"source": stream, "streams": stream, "target": target}
+    clients = Clients(source=stream, streams=stream, target=TargetClient(target))
     rep = Replicator(cfg, metrics=Metrics(), clients=clients, shutdown_timeout_s=0.05)
     task = asyncio.create_task(rep.run())
     await _until(lambda: target.values_of(fast) == [0])

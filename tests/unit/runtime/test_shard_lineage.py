@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from scripted_stream import RecordingTarget, ScriptedStream
 
+from replicator.aws.clients import Clients, TargetClient
 from replicator.core.config import Config
 from replicator.observe.metrics import Metrics
 from replicator.runtime.service import Replicator
@@ -41,7 +42,7 @@ async def _run_until(replicator: Replicator, done: Callable[[], bool], timeout_s
 
 
 def _replicator(cfg: Config, stream: ScriptedStream, target: RecordingTarget) -> Replicator:
-    clients = {"source": stream, "streams": stream, "target": target}
+    clients = Clients(source=stream, streams=stream, target=TargetClient(target))
     return Replicator(cfg, metrics=Metrics(), clients=clients)
 
 

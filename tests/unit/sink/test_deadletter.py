@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from replicator.aws.clients import TargetClient
 from replicator.core.config import Config
 from replicator.core.errors import TransformError
 from replicator.core.records import from_lambda_event
@@ -309,7 +310,7 @@ async def test_redrive_jsonl_replays_and_rewrites_failures(tmp_path) -> None:
         await sink.send(_record(f"k{i}", i + 1), error=TransformError("t"), attempts=1)
     before = path.read_bytes()
     target = FakeTarget(fail={"k2": _client_error("ValidationException")})
-    report = await redrive(_cfg(), source=str(path), clients={"target": target}, clock=lambda: 0.0)
+    report = await redrive(_cfg(), source=str(path), target=TargetClient(target), clock=lambda: 0.0)
     assert report.read == 3
     assert report.outcomes == {"replicated": 2}
     assert report.failed_again == 1

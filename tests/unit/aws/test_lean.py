@@ -11,7 +11,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from replicator.aws.clients import LeanDynamoDB
+from replicator.aws.lean import LeanDynamoDB
 
 
 def _lean(url: str = "https://dynamodb.eu-west-1.amazonaws.com", region: str = "eu-west-1") -> LeanDynamoDB:
@@ -92,7 +92,7 @@ async def test_streams_hooks_are_detected_under_botocores_event_name() -> None:
     """A before-send hook on GetRecords (registered as botocore names it) sends GetRecords through botocore."""
     from aiobotocore.session import get_session  # noqa: PLC0415
 
-    from replicator.aws.clients import _intercepted  # noqa: PLC0415
+    from replicator.aws.lean import intercepted  # noqa: PLC0415
 
     async with get_session().create_client(
         "dynamodbstreams",
@@ -100,9 +100,9 @@ async def test_streams_hooks_are_detected_under_botocores_event_name() -> None:
         aws_access_key_id="x",
         aws_secret_access_key="y",  # noqa: S106 - a fake key for a client that never sends
     ) as client:
-        assert not _intercepted(client, "GetRecords")
+        assert not intercepted(client, "GetRecords")
         client.meta.events.register("before-send.dynamodb-streams.GetRecords", lambda **_: None)
-        assert _intercepted(client, "GetRecords")
+        assert intercepted(client, "GetRecords")
 
 
 async def test_dualstack_and_fips_keep_botocore(monkeypatch) -> None:
@@ -110,7 +110,7 @@ async def test_dualstack_and_fips_keep_botocore(monkeypatch) -> None:
     from aiobotocore.config import AioConfig  # noqa: PLC0415
     from aiobotocore.session import get_session  # noqa: PLC0415
 
-    from replicator.aws.clients import _lean_capable  # noqa: PLC0415
+    from replicator.aws.lean import lean_capable  # noqa: PLC0415
 
     def client(**config: object) -> object:
         return get_session().create_client(
@@ -122,9 +122,9 @@ async def test_dualstack_and_fips_keep_botocore(monkeypatch) -> None:
         )
 
     async with client() as plain:
-        assert _lean_capable(plain)
+        assert lean_capable(plain)
         monkeypatch.setenv("AWS_USE_DUALSTACK_ENDPOINT", "true")
-        assert not _lean_capable(plain)
+        assert not lean_capable(plain)
     async with client(use_fips_endpoint=True) as fips:
         monkeypatch.delenv("AWS_USE_DUALSTACK_ENDPOINT")
-        assert not _lean_capable(fips)
+        assert not lean_capable(fips)
