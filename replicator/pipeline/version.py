@@ -16,7 +16,7 @@ ConditionExpression (``#ver < :ver``) decide last-writer-wins.
 from __future__ import annotations
 
 from replicator.core.records import ChangeRecord, Item
-from replicator.core.timestamps import TimestampUnit, parse_app_timestamp
+from replicator.core.timestamps import TimestampUnit, parse_app_timestamp, unit_us
 
 TS_DIGITS = 17
 TIEBREAK_DIGITS = 56
@@ -63,13 +63,13 @@ def change_version(
     app_us: int | None = None
     if timestamp_attribute is not None:
         if record.event_name == "REMOVE":
-            unit_us = _PER_UNIT_US[timestamp_unit]
+            per_unit_us = unit_us(timestamp_unit)
             old_us = parse_app_timestamp((record.old_image or {}).get(timestamp_attribute), timestamp_unit)
             # A delete happened after the write it removes; the stream's clock has one-second steps.
             # Always derived, so the tombstone carries the timestamp the conditions compare, and in
             # whole units: the tombstone's timestamp attribute (in the unit) must order as the version.
-            derived = stream_us if old_us is None else max(stream_us, old_us + unit_us)
-            app_us = -(-derived // unit_us) * unit_us
+            derived = stream_us if old_us is None else max(stream_us, old_us + per_unit_us)
+            app_us = -(-derived // per_unit_us) * per_unit_us
         else:
             app_us = parse_app_timestamp((record.new_image or {}).get(timestamp_attribute), timestamp_unit)
     if app_us is not None:
@@ -82,6 +82,3 @@ def change_version(
         if previous is not None:
             ts = max(ts, timestamp_of(previous) + 1)
     return encode(ts, origin, record.sequence_number), app_us
-
-
-_PER_UNIT_US: dict[TimestampUnit, int] = {"s": 1_000_000, "ms": 1_000, "us": 1}
