@@ -303,7 +303,9 @@ async def test_throttling_and_resets_are_retried_without_loss(region_a, region_b
         _inject_faults(clients.target.client, rng, counts)
         async with _running(cfg, metrics=metrics, clients=clients) as replicator:
             await _write_over(region_a, s, 300, 4)
-            await _converged(region_a, s, region_b, t, timeout=30)
+            # Full-jitter backoff grows to 20 s: a write refused eight or nine times in a row (0.35 each) stalls
+            # its batch for tens of seconds now and then. The wait ends at convergence; the bound only fails a hang.
+            await _converged(region_a, s, region_b, t, timeout=120)
             assert not any(st.state == "stopped" for st in replicator.state.shards.values())
     assert min(counts.values()) > 0
     assert _sample(metrics, "replicator_throttles_total", operation="PutItem") == counts["throttled"]

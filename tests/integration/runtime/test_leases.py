@@ -25,6 +25,7 @@ import yaml
 from replicator_dev.local.common import create_table
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from replicator_dev.local.dynamodb_local import DynamoDBLocal
@@ -149,6 +150,25 @@ def _holding_intervals(events: list[dict[str, Any]]) -> dict[str, list[tuple[flo
     return intervals
 
 
+def _holds_a_lease(history: Path) -> bool:
+    """Whether the worker's own history ends with at least one lease acquired and not let go."""
+    if not history.exists():
+        return False
+    last: dict[str, str] = {}
+    for line in history.read_text().splitlines():
+        if line.strip():
+            event = json.loads(line)
+            last[event["shard"]] = event["event"]
+    return any(event not in ("released", "lost", "ended") for event in last.values())
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float, message: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.2)
+
+
 def _check_no_overlap(intervals: dict[str, list[tuple[float, float, str]]]) -> None:
     """Check each holder's last successful lease write precedes the next holder's acquisition."""
     handovers = 0
@@ -164,8 +184,14 @@ def _check_takeover(
     events: list[dict[str, Any]], intervals: dict[str, list[tuple[float, float, str]]], killed_at: float
 ) -> None:
     """Check the killed worker's shards were taken over within the lease timeout (plus two renewals)."""
-    last_w2 = {e["shard"]: e["event"] for e in events if e["worker"] == "w2"}
-    held_by_w2 = {shard for shard, event in last_w2.items() if event not in ("released", "lost", "ended")}
+    # Who held each shard when w2 died: the last acquisition before the kill, by any worker. (w2's own
+    # history can be stale: a lease stolen from it just before the kill shows no "lost" in w2's file.)
+    holder: dict[str, tuple[str, str]] = {}
+    for e in events:
+        if e["t"] <= killed_at and (e["event"] == "acquired" or e["worker"] == holder.get(e["shard"], ("", ""))[0]):
+            holder[e["shard"]] = (e["worker"], e["event"])
+    ended = ("released", "lost", "ended")
+    held_by_w2 = {shard for shard, (worker, event) in holder.items() if worker == "w2" and event not in ended}
     assert held_by_w2, "w2 held no lease when killed"
     for shard in held_by_w2:
         taken = min(start for start, _, w in intervals[shard] if w != "w2" and start > killed_at)
@@ -214,6 +240,8 @@ def test_workers_share_shards_survive_a_kill_and_never_overlap(  # noqa: PLR0915
         writer = threading.Thread(target=workload.run, args=(time.monotonic() + 22,))
         writer.start()
         time.sleep(8)
+        # Kill w2 only once it holds a lease (on a loaded machine three JVM-backed workers start slowly).
+        _wait_for(lambda: _holds_a_lease(tmp_path / "w2.jsonl"), 60, "w2 never took a lease")
         workers["w2"].send_signal(signal.SIGKILL)
         killed_at = time.time()
         workers["w2"].wait(10)
