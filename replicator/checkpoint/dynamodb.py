@@ -15,6 +15,8 @@ from replicator.core.errors import error_code
 from replicator.core.shield import complete_before_cancel
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 
@@ -54,20 +56,10 @@ class DynamoDBCheckpointStore:
     async def load_all(self, stream_arn: str) -> dict[str, Checkpoint]:
         """Every checkpoint of the stream (Query, paginated)."""
         out: dict[str, Checkpoint] = {}
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "streamArn = :s",
-            "ExpressionAttributeValues": {":s": {"S": stream_arn}},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = await self._client.query(**kwargs)
-            for item in page.get("Items", []):
-                cp = _from_item(item)
-                out[cp.shard_id] = cp
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        async for item in stream_items(self._client, self.table, stream_arn):
+            cp = _from_item(item)
+            out[cp.shard_id] = cp
+        return out
 
     async def save(
         self,
@@ -114,3 +106,20 @@ def _from_item(item: dict[str, Any]) -> Checkpoint:
         owner=item.get("leaseOwner", {}).get("S"),
         lease_counter=int(item.get("leaseCounter", {}).get("N", "0")),
     )
+
+
+async def stream_items(client: DynamoDBClient, table: str, stream_arn: str) -> AsyncIterator[dict[str, Any]]:
+    """Every item of one stream in the checkpoint (and lease) table: a consistent Query, page by page."""
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "streamArn = :s",
+        "ExpressionAttributeValues": {":s": {"S": stream_arn}},
+        "ConsistentRead": True,
+    }
+    while True:
+        page = await client.query(**kwargs)
+        for item in page.get("Items", []):
+            yield dict(item)
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

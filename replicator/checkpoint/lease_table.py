@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from replicator.checkpoint import Checkpoint
+from replicator.checkpoint.dynamodb import stream_items
 from replicator.core.errors import LeaseLostError, error_code
 from replicator.core.shield import complete_before_cancel
 
@@ -122,20 +123,9 @@ class LeaseTable:
     async def refresh(self) -> dict[str, LeaseItem]:
         """Read every lease of the stream (consistent Query) and note counter changes for expiry."""
         items: dict[str, LeaseItem] = {}
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "streamArn = :s",
-            "ExpressionAttributeValues": {":s": {"S": self.stream_arn}},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = await self._client.query(**kwargs)
-            for raw in page.get("Items", []):
-                lease = _parse(raw)
-                items[lease.shard_id] = lease
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        async for raw in stream_items(self._client, self.table, self.stream_arn):
+            lease = _parse(raw)
+            items[lease.shard_id] = lease
         now = self._clock()
         for lease in items.values():
             seen = self.seen.get(lease.shard_id)
