@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
+import subprocess
 from typing import Any
 
 import boto3
@@ -106,3 +107,40 @@ def create_table(
     client = local_client("dynamodb", endpoint_url, region_name=region_name)
     description: dict[str, Any] = client.create_table(**kwargs)["TableDescription"]
     return description
+
+
+class LocalProcess:
+    """What every local stand-in process exposes: its port, endpoint, pid and whether it runs."""
+
+    name = "local process"
+    """How errors name the process."""
+
+    def __init__(self, port: int | None) -> None:
+        """Remember the requested port (None: a free one at start); no process yet."""
+        self._requested_port = port
+        self._port: int | None = port
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port; known once started (or when given to the constructor)."""
+        if self._port is None:
+            raise LocalInfraError(f"{self.name} has no port yet: call start()")
+        return self._port
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """Pid of the launched process (for DynamoDB Local under ``faketime``, the wrapper's)."""
+        if self._proc is None:
+            raise LocalInfraError(f"{self.name} is not running")
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive (a paused one counts as alive)."""
+        return self._proc is not None and self._proc.poll() is None

@@ -35,6 +35,7 @@ import botocore.exceptions
 from replicator_dev.local.common import (
     DEFAULT_REGION,
     LocalInfraError,
+    LocalProcess,
     exit_on_sigterm,
     free_port,
     local_client,
@@ -79,7 +80,7 @@ def _wait_group(proc: subprocess.Popen[bytes], deadline: float) -> bool:
     return False
 
 
-class DynamoDBLocal:
+class DynamoDBLocal(LocalProcess):
     """One DynamoDB Local process, i.e. one simulated region.
 
     The constructor does no I/O; ``start()`` (or ``with``) launches it. The process runs in its own
@@ -96,6 +97,8 @@ class DynamoDBLocal:
       clock forward at once (libfaketime reading a spec file on every clock call). Jumping 16 min
       expires every iterator; jumping 25 h trims every record written before the jump.
     """
+
+    name = "DynamoDB Local"
 
     def __init__(
         self,
@@ -120,8 +123,7 @@ class DynamoDBLocal:
         """
         if faketime is not None and time_travel:
             raise ValueError("faketime and time_travel are exclusive: both drive libfaketime")
-        self._requested_port = port
-        self._port: int | None = port
+        super().__init__(port)
         self.db_path = Path(db_path) if db_path is not None else None
         self.shared_db = shared_db
         self.faketime = faketime
@@ -133,36 +135,11 @@ class DynamoDBLocal:
         self._log_path = Path(log_path) if log_path is not None else None
         self._own_log = log_path is None
         self._log_file: IO[bytes] | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
         self._clock = TravelClock() if time_travel else None
         self._lock = threading.Lock()
 
     # -- introspection ---------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The TCP port; known once started (or when given to the constructor)."""
-        if self._port is None:
-            raise LocalInfraError("DynamoDB Local has no port yet: call start()")
-        return self._port
-
-    @property
-    def endpoint_url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        """Pid of the launched process (the ``faketime`` wrapper when ``faketime`` is set)."""
-        if self._proc is None:
-            raise LocalInfraError("DynamoDB Local is not running")
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        """True while the process is alive (paused counts as alive)."""
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def paused(self) -> bool:

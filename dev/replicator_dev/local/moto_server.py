@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
-from replicator_dev.local.common import DEFAULT_REGION, LocalInfraError, free_port, local_client
+from replicator_dev.local.common import DEFAULT_REGION, LocalInfraError, LocalProcess, free_port, local_client
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -27,11 +27,13 @@ if TYPE_CHECKING:
 _LOG_TAIL_LINES = 40
 
 
-class MotoServer:
+class MotoServer(LocalProcess):
     """One moto server process serving every moto service (SQS, Kinesis, ...) on one port.
 
     The constructor does no I/O; ``start()`` (or ``with``) launches it and waits until it answers.
     """
+
+    name = "moto server"
 
     def __init__(
         self,
@@ -42,38 +44,12 @@ class MotoServer:
         python: str | None = None,
     ) -> None:
         """Record the settings; ``python`` defaults to the running interpreter (which has moto)."""
-        self._requested_port = port
-        self._port: int | None = port
+        super().__init__(port)
         self.region_name = region_name
         self.start_timeout = start_timeout
         self._python = python or sys.executable
-        self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._log_file: IO[bytes] | None = None
-
-    @property
-    def port(self) -> int:
-        """The TCP port; known once started (or when given to the constructor)."""
-        if self._port is None:
-            raise LocalInfraError("moto server has no port yet: call start()")
-        return self._port
-
-    @property
-    def endpoint_url(self) -> str:
-        """``http://127.0.0.1:<port>``: one endpoint for every service."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        """Pid of the server process."""
-        if self._proc is None:
-            raise LocalInfraError("moto server is not running")
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        """True while the process is alive."""
-        return self._proc is not None and self._proc.poll() is None
 
     def client(self, service: str, **kwargs: Any) -> Any:  # noqa: ANN401 - boto3 is untyped
         """Return a boto3 client (``sqs``, ``kinesis`` ...) bound to this server with fake credentials."""
