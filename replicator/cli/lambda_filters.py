@@ -14,17 +14,16 @@ from typing import Any
 import click
 import yaml
 
-from replicator.cli.common import config_option
+from replicator.cli.common import config_option, load_or_exit
 from replicator.core.errors import ConfigError
 
 _NO_FILTERS = "no filters configured: leave FilterCriteria out of the event source mapping"
 
 
 def _criteria(config_path: Path | None) -> tuple[dict[str, Any], list[str]]:
-    from replicator.core.config import load_config  # noqa: PLC0415 - keep CLI start-up light
-    from replicator.pipeline.filters import compile_filters, lambda_filter_criteria  # noqa: PLC0415 - same
+    from replicator.pipeline.filters import compile_filters, lambda_filter_criteria  # noqa: PLC0415 - CLI start-up
 
-    cfg = load_config(config_path)
+    cfg = load_or_exit(config_path)  # the whole configuration, transforms included, or exit 2
     return lambda_filter_criteria(cfg.filters), list(compile_filters(cfg.filters).warnings)
 
 

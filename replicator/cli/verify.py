@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from replicator.cli.common import config_option, load_or_exit
+from replicator.core.codec import json_default
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -50,12 +50,6 @@ class _RichProgress:
             self._progress.update(task, total=completed)
 
 
-def _json_value(value: object) -> Any:  # noqa: ANN401 - JSON encoder hook
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(value).decode()
-    raise TypeError(type(value).__name__)
-
-
 def _print_report(report: VerifyReport, *, repair: bool, max_keys: int) -> None:
     from rich.console import Console  # noqa: PLC0415 - keep CLI start-up light
     from rich.table import Table  # noqa: PLC0415
@@ -85,7 +79,7 @@ def _print_report(report: VerifyReport, *, repair: bool, max_keys: int) -> None:
     out.print(table)
     # Keys only (never other attribute values), one difference per line on stdout, for scripts.
     for diff in report.differences[:max_keys]:
-        click.echo(f"{diff.kind}\t{json.dumps(diff.keys, sort_keys=True, default=_json_value)}")
+        click.echo(f"{diff.kind}\t{json.dumps(diff.keys, sort_keys=True, default=json_default)}")
     if len(report.differences) > max_keys:
         click.echo(f"... and {len(report.differences) - max_keys} more differing keys", err=True)
 

@@ -42,7 +42,8 @@ async def complete_before_cancel(write: Awaitable[T]) -> T:
             if not task.cancelled():
                 task.exception()  # retrieved, so asyncio does not report it as never retrieved
             raise
-        except BaseException:
+        except Exception:
+            # The write failed (and recorded it): the caller's cancellation is what goes on.
             if cancelled is not None:
                 raise cancelled from None
             raise

@@ -27,6 +27,8 @@ import structlog
 from replicator import __version__
 from replicator.aws.clients import Clients, open_clients
 from replicator.checkpoint import CheckpointStore
+from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
+from replicator.checkpoint.sqlite import SqliteCheckpointStore
 from replicator.core.config import Config
 from replicator.core.errors import StreamConfigError
 from replicator.core.retry import RetryPolicy, retrying
@@ -36,7 +38,7 @@ from replicator.observe.state import WorkerState
 from replicator.pipeline.stages import Pipeline
 from replicator.runtime.assignment import AssignmentStrategy, LeasedAssignment, StaticAssignment
 from replicator.runtime.coordinator import Coordinator
-from replicator.runtime.wiring import build_processor, checkpoint_store
+from replicator.runtime.wiring import build_processor
 from replicator.sink.deadletter import DeadLetterSink
 from replicator.source.api import StreamInfo
 from replicator.source.factory import open_source
@@ -220,3 +222,12 @@ class Replicator:
         await coordinator.final_checkpoint()
         await assignment.release()
         log.info("stopped")
+
+
+def checkpoint_store(cfg: Config, clients: Clients) -> CheckpointStore:
+    """The configured checkpoint store (``checkpoint.backend``); ``start`` it before use."""
+    cp = cfg.checkpoint
+    if cp.backend == "dynamodb":
+        assert cp.table is not None  # noqa: S101 - validated by the config model
+        return DynamoDBCheckpointStore(clients.checkpoint_table(), cp.table)
+    return SqliteCheckpointStore(cp.path)

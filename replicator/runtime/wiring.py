@@ -1,8 +1,9 @@
 """Building the replication parts from the configuration: the same for the service, Lambda and the ops.
 
-The writers, the pipeline and the batch processor (``build_processor``), the target writes' retry policy
-and the checkpoint store. The Lambda handler, redrive, backfill and ``verify --repair`` all write
-through what ``build_processor`` builds, so every path keeps the same conditions and markers.
+The writers, the pipeline and the batch processor (``build_processor``) and the target writes' retry
+policy. The Lambda handler, redrive, backfill and ``verify --repair`` all write through what
+``build_processor`` builds, so every path keeps the same conditions and markers. It imports nothing
+ECS-only (checkpoint stores, shard readers): the Lambda environment loads it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from replicator.aws.clients import Clients, TargetClient
-from replicator.checkpoint import CheckpointStore
-from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
-from replicator.checkpoint.sqlite import SqliteCheckpointStore
+from replicator.aws.clients import TargetClient
 from replicator.core.config import Config
 from replicator.core.errors import ConfigError
 from replicator.core.retry import RetryPolicy
@@ -93,12 +91,3 @@ def write_retry_policy(cfg: Config) -> RetryPolicy:
     """Retries of target writes: unlimited unless ``failure.maximum_retry_attempts`` says otherwise."""
     attempts = cfg.failure.maximum_retry_attempts
     return RetryPolicy(max_attempts=None if attempts < 0 else attempts)
-
-
-def checkpoint_store(cfg: Config, clients: Clients) -> CheckpointStore:
-    """The configured checkpoint store (``checkpoint.backend``); ``start`` it before use."""
-    cp = cfg.checkpoint
-    if cp.backend == "dynamodb":
-        assert cp.table is not None  # noqa: S101 - validated by the config model
-        return DynamoDBCheckpointStore(clients.checkpoint_table(), cp.table)
-    return SqliteCheckpointStore(cp.path)

@@ -28,7 +28,9 @@ metrics: {enabled: false}
         ("transforms:\n  - {type: exclude, attributes: []}\n", "transforms[0]"),
     ],
 )
-@pytest.mark.parametrize("command", [["status"], ["verify"], ["backfill"], ["redrive", "--dry-run"]])
+@pytest.mark.parametrize(
+    "command", [["status"], ["verify"], ["backfill"], ["redrive", "--dry-run"], ["lambda-filters"]]
+)
 def test_a_bad_rule_exits_2_naming_it_before_any_connection(
     tmp_path: Path, command: list[str], rules: str, named: str
 ) -> None:

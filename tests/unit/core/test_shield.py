@@ -80,3 +80,22 @@ async def test_a_timeout_around_the_write_still_reports_timeout() -> None:
         async with asyncio.timeout(0.01):
             await complete_before_cancel(slow())
     assert done == ["written"]
+
+
+def test_closing_a_cancelled_caller_lets_generator_exit_through() -> None:
+    """A pending caller destroyed at loop close (GeneratorExit) after a cancel is not turned into CancelledError."""
+    loop = asyncio.new_event_loop()
+    gate = asyncio.Event()
+    coro = complete_before_cancel(gate.wait())
+    caller = loop.create_task(coro)
+    try:
+        loop.run_until_complete(asyncio.sleep(0.01))
+        caller.cancel()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert not caller.done()  # the cancel is remembered; the write is still awaited
+        coro.close()  # what destroying the pending task does: must return quietly
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()

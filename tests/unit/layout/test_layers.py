@@ -22,19 +22,31 @@ def _package_of(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else ""
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """Every module ``path`` imports (at any depth, TYPE_CHECKING blocks and function bodies included)."""
+def _imports(path: Path, root: Path) -> list[tuple[int, str]]:
+    """Every module ``path`` imports, at any depth: plain, relative, TYPE_CHECKING, in functions, and by name.
+
+    "By name" is ``importlib.import_module("replicator....")`` or ``__import__("replicator....")`` with a
+    literal argument (the plugin transform imports a user's module from the config: not a literal).
+    """
     tree = ast.parse(path.read_text(), filename=str(path))
+    package = ["replicator", *path.relative_to(root).parent.parts]
     out: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out.extend((node.lineno, alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "replicator":
-                # ``from replicator import x`` names a package (or the root's ``__version__``) by the imported name.
-                out.extend((node.lineno, f"replicator.{alias.name}") for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            if module == "replicator" or not node.module:
+                # ``from replicator import x`` / ``from .. import x``: x names a package or module.
+                out.extend((node.lineno, f"{module}.{alias.name}") for alias in node.names)
             else:
-                out.append((node.lineno, node.module))
+                out.append((node.lineno, module))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                out.append((node.lineno, node.args[0].value))
     return out
 
 
@@ -66,7 +78,7 @@ def violations(root: Path = ROOT) -> list[str]:
         if own not in LAYERS:
             found.append(f"{rel}: package {own!r} is not in LAYERS")
             continue
-        for line, module in _imports(path):
+        for line, module in _imports(path, root):
             problem = _check_import(own, module)
             if problem:
                 found.append(f"{rel}:{line}: {problem}")
@@ -93,10 +105,15 @@ def test_every_package_is_a_layer() -> None:
         ("from replicator import pipeline\n", "core -> pipeline points up the layers"),
         ("from replicator_dev.local import dynamodb_local\n", "imports the dev-only package"),
         ("import replicator.nowhere\n", "core -> replicator.nowhere (not a layer)"),
+        ("from ..runtime import service\n", "core -> runtime points up the layers"),
+        ("from ..runtime.service import Replicator\n", "core -> runtime points up the layers"),
+        ("from .. import runtime\n", "core -> runtime points up the layers"),
+        ("import importlib\nimportlib.import_module('replicator.runtime.service')\n", "core -> runtime points up"),
+        ("__import__('replicator.ops.verify')\n", "core -> ops points up the layers"),
     ],
 )
 def test_the_check_catches_an_upward_import(tmp_path: Path, source: str, expected: str) -> None:
-    """An upward import in any form (plain, TYPE_CHECKING, inside a function) is reported."""
+    """An upward import in any form (plain, relative, TYPE_CHECKING, in a function, by name) is reported."""
     pkg = tmp_path / "core"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
