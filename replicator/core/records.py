@@ -52,6 +52,14 @@ class ChangeRecord:
     is_ttl_delete: bool = False
 
     @property
+    def approximate_creation_time_s(self) -> float:
+        """The change's time in epoch seconds: the field's name and unit before it became integer µs.
+
+        Kept for plugin transforms written against that field; the replicator itself reads the µs value.
+        """
+        return self.approximate_creation_time_us / US_PER_S
+
+    @property
     def key_id(self) -> tuple[tuple[str, str, str], ...]:
         """A hashable identity of the item's primary key, for grouping changes per key."""
         return key_identity(self.keys)

@@ -79,3 +79,14 @@ def test_a_stream_record_keeps_its_datetime_to_the_microsecond() -> None:
     assert record.approximate_creation_time_us == 1700000000999999
     assert record.event["dynamodb"]["ApproximateCreationDateTime"] == created.timestamp()
     assert record.event["eventSourceARN"] == "arn"
+
+
+def test_plugins_still_read_the_creation_time_in_seconds() -> None:
+    """approximate_creation_time_s, the field plugins saw before integer µs, gives the same float seconds."""
+    event = {
+        "eventName": "INSERT",
+        "dynamodb": {"Keys": {"pk": {"S": "a"}}, "SequenceNumber": "1", "ApproximateCreationDateTime": 1700000000.5},
+    }
+    record = from_lambda_event(event, shard_id="s")
+    assert record.approximate_creation_time_us == 1_700_000_000_500_000
+    assert record.approximate_creation_time_s == 1700000000.5
