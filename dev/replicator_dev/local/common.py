@@ -10,10 +10,13 @@ import shutil
 import signal
 import socket
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 import botocore.config
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 FAKE_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 """DynamoDB Local and moto accept any key; passing these keeps clients off the real AWS config."""
@@ -144,3 +147,26 @@ class LocalProcess:
     def running(self) -> bool:
         """True while the process is alive (a paused one counts as alive)."""
         return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        """Launch the process and wait until it answers."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the process and remove what this object created."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        """Start (if not yet running) and return self."""
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop and clean up."""
+        self.close()

@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import IO, Any, Self
 
 import botocore.exceptions
 
@@ -43,9 +43,6 @@ from replicator_dev.local.common import (
 )
 from replicator_dev.local.faketime import TravelClock
 from replicator_dev.local.install import ensure_installed
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 DEFAULT_HEAP = "512m"
 _LOG_TAIL_LINES = 40
@@ -315,21 +312,6 @@ class DynamoDBLocal(LocalProcess):
         if self._clock is not None:
             self._clock.remove()
         self._port = self._requested_port
-
-    def __enter__(self) -> Self:
-        """Start (if not yet running) and return self."""
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop and clean up."""
-        self.close()
 
     # -- clock -----------------------------------------------------------------------------------
 

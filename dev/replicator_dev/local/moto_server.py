@@ -17,12 +17,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import IO, Any, Self
 
 from replicator_dev.local.common import DEFAULT_REGION, LocalInfraError, LocalProcess, free_port, local_client
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 _LOG_TAIL_LINES = 40
 
@@ -130,17 +127,6 @@ class MotoServer(LocalProcess):
             self._log_path = None
         self._port = self._requested_port
 
-    def __enter__(self) -> Self:
-        """Start (if not yet running) and return self."""
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
+    def close(self) -> None:
+        """Stop the server (its log file is removed by ``stop``)."""
         self.stop()
