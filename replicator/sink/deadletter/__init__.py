@@ -114,5 +114,5 @@ async def from_config(
 
 
 def _check_protocol(sink: JsonlDeadLetters | SqsDeadLetters) -> DeadLetterSink:
-    # Keeps mypy checking that both classes satisfy the processor's protocol.
+    # Keeps mypy checking that both destinations satisfy DeadLetterSink above.
     return sink
