@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: venv deps apt-tools dynamodb-local test demo lint bench bench-smoke lambda-package
+.PHONY: venv deps apt-tools dynamodb-local test demo lint bench bench-smoke lambda-package docs
 
 venv: $(VENV_STAMP)
 
@@ -68,3 +68,7 @@ bench-smoke: deps
 LAMBDA_ARCH ?= x86_64
 lambda-package: venv
 	$(VENV)/bin/python scripts/build_lambda_zip.py --output dist/lambda.zip --arch $(LAMBDA_ARCH)
+
+# docs/configuration.md is rendered from the config model; a unit test fails when it is stale.
+docs: venv
+	$(VENV)/bin/python -m replicator_dev.config_reference --write

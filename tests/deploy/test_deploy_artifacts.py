@@ -366,7 +366,7 @@ def _alert_rules() -> list[dict[str, Any]]:
 
 
 def test_alerts_are_the_agreed_set_with_annotations() -> None:
-    """The six alerts exist, each with severity, summary, description and a runbook section in the README."""
+    """The six alerts exist, each with severity, summary, description and a runbook section in docs/operations.md."""
     rules = _alert_rules()
     assert {r["alert"] for r in rules} == {
         "ReplicatorLagHigh",
@@ -376,11 +376,11 @@ def test_alerts_are_the_agreed_set_with_annotations() -> None:
         "ReplicatorNoProgress",
         "ReplicatorDown",
     }
-    readme = (DEPLOY / "README.md").read_text(encoding="utf-8").lower()
+    readme = (DEPLOY.parent / "docs" / "operations.md").read_text(encoding="utf-8").lower()
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert {"summary", "description", "runbook"} <= set(rule["annotations"])
-        anchor = f"deploy/readme.md#{rule['alert'].lower()}"
+        anchor = f"docs/operations.md#{rule['alert'].lower()}"
         assert rule["annotations"]["runbook"].lower().startswith(anchor)
         assert f"### {rule['alert'].lower()}" in readme
 
