@@ -24,14 +24,19 @@ class SourceConfig(BaseModel):
 
     model_config = _STRICT
 
-    kind: Literal["dynamodb", "kinesis"] = "dynamodb"
+    kind: Literal["dynamodb", "kinesis"] = Field(
+        default="dynamodb",
+        description="dynamodb: the table's DynamoDB stream; kinesis: its Kinesis Data Streams destination.",
+    )
     region: str = Field(min_length=1, description="The source table's region: the origin region of its changes.")
-    table: str | None = Field(default=None, min_length=3, max_length=255)
+    table: str | None = Field(
+        default=None, min_length=3, max_length=255, description="The source table; its latest stream is read."
+    )
     stream_arn: str | None = Field(default=None, description="Explicit stream ARN; default: the table's latest.")
     kinesis_stream_name: str | None = Field(
         default=None, min_length=1, description="kind kinesis: the Kinesis data stream by name."
     )
-    endpoint_url: str | None = None
+    endpoint_url: str | None = Field(default=None, description="Another endpoint (DynamoDB Local, a VPC endpoint).")
 
     @model_validator(mode="after")
     def _table_or_stream(self) -> SourceConfig:
@@ -47,10 +52,12 @@ class TargetConfig(BaseModel):
 
     model_config = _STRICT
 
-    region: str = Field(min_length=1)
-    table: str = Field(min_length=3, max_length=255)
-    endpoint_url: str | None = None
-    max_concurrent_writes: int = Field(default=64, ge=1, le=1024)
+    region: str = Field(min_length=1, description="The target table's region.")
+    table: str = Field(min_length=3, max_length=255, description="The target table: same key schema (or map_keys).")
+    endpoint_url: str | None = Field(default=None, description="Another endpoint (DynamoDB Local, a VPC endpoint).")
+    max_concurrent_writes: int = Field(
+        default=64, ge=1, le=1024, description="Conditional writes in flight at once, over all shards of a worker."
+    )
     lean_writes: bool = Field(
         default=True,
         description="Send target PutItem/DeleteItem as signed HTTP requests of our own (aws.LeanDynamoDB) "
@@ -64,9 +71,16 @@ class CheckpointConfig(BaseModel):
 
     model_config = _STRICT
 
-    backend: Literal["sqlite", "dynamodb"] = "sqlite"
-    path: Path = Path("./state/checkpoints.db")
-    table: str | None = Field(default=None, min_length=3, max_length=255)
+    backend: Literal["sqlite", "dynamodb"] = Field(
+        default="sqlite", description="sqlite: a local file (one worker); dynamodb: a table (needed for leases)."
+    )
+    path: Path = Field(default=Path("./state/checkpoints.db"), description="backend sqlite: the database file.")
+    table: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=255,
+        description="backend dynamodb: the checkpoint and lease table (created if missing).",
+    )
     region: str | None = Field(default=None, description="Default: the target's region.")
     endpoint_url: str | None = Field(default=None, description="Default: the target's endpoint_url.")
 
@@ -82,10 +96,14 @@ class MetricsConfig(BaseModel):
 
     model_config = _STRICT
 
-    host: str = "0.0.0.0"  # noqa: S104 - a container must be scraped from outside
+    host: str = Field(default="0.0.0.0", description="Address the HTTP endpoint listens on.")  # noqa: S104 - a container must be scraped from outside
     port: int = Field(default=9108, ge=0, le=65535, description="0 picks any free port (logged).")
-    enabled: bool = True
-    readiness_timeout_s: float = Field(default=120.0, gt=0)
+    enabled: bool = Field(default=True, description="Serve /metrics, /healthz and /readyz.")
+    readiness_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="/readyz answers 503 while an owned shard has neither progressed nor caught up this long.",
+    )
 
 
 class LoggingConfig(BaseModel):
@@ -93,9 +111,13 @@ class LoggingConfig(BaseModel):
 
     model_config = _STRICT
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["auto", "json", "console"] = "auto"
-    log_item_contents: bool = False
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="The lowest level logged.")
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: readable on a terminal, JSON lines otherwise."
+    )
+    log_item_contents: bool = Field(
+        default=False, description="Put item contents in log lines (they may be personal data): debugging only."
+    )
 
 
 class ReaderConfig(BaseModel):
@@ -104,15 +126,21 @@ class ReaderConfig(BaseModel):
     model_config = _STRICT
 
     poll_interval_s: float = Field(default=0.25, ge=0, le=60, description="Lambda polls 4 times/s.")
-    max_idle_poll_interval_s: float = Field(default=1.0, ge=0, le=60)
-    get_records_limit: int = Field(default=1000, ge=1, le=1000)
+    max_idle_poll_interval_s: float = Field(
+        default=1.0, ge=0, le=60, description="The longest wait between reads of a shard that returns nothing."
+    )
+    get_records_limit: int = Field(default=1000, ge=1, le=1000, description="Records asked for per GetRecords call.")
     lean_get_records: bool = Field(
         default=True,
         description="Send GetRecords as a signed HTTP request of our own (aws.LeanDynamoDB) instead of "
         "through botocore, whose response parsing cost ~10% of the CPU per record; false: botocore.",
     )
-    shard_discovery_interval_s: float = Field(default=10.0, gt=0)
-    on_trimmed_data: Literal["fail", "skip_to_trim_horizon"] = "fail"
+    shard_discovery_interval_s: float = Field(default=10.0, gt=0, description="How often new shards are looked for.")
+    on_trimmed_data: Literal["fail", "skip_to_trim_horizon"] = Field(
+        default="fail",
+        description="Unread records were trimmed from the stream: fail stops the shard; skip_to_trim_horizon "
+        "continues from the oldest record left (logged and counted as lost).",
+    )
 
 
 class ReplicationConfig(BaseModel):
@@ -120,9 +148,13 @@ class ReplicationConfig(BaseModel):
 
     model_config = _STRICT
 
-    version_attribute: str = "_rep_version"
-    origin_attribute: str = "_rep_origin"
-    tombstone_attribute: str = "_rep_deleted"
+    version_attribute: str = Field(
+        default="_rep_version", description="Marker: the version of the change last written."
+    )
+    origin_attribute: str = Field(default="_rep_origin", description="Marker: the region the change came from.")
+    tombstone_attribute: str = Field(
+        default="_rep_deleted", description="Marker: true on a tombstone (a deleted item)."
+    )
     expires_attribute: str = Field(
         default="_rep_expires", description="Epoch-seconds TTL attribute set on tombstones for GC."
     )
@@ -130,14 +162,24 @@ class ReplicationConfig(BaseModel):
         default=None,
         description="Item attribute holding the application's write time (N: epoch time in timestamp_unit).",
     )
-    timestamp_unit: Literal["s", "ms", "us"] = "ms"
+    timestamp_unit: Literal["s", "ms", "us"] = Field(default="ms", description="The unit of timestamp_attribute.")
     timestamp_marker_attribute: str = Field(
         default="_rep_ts", description="Copy of timestamp_attribute as last replicated: tells local writes apart."
     )
-    deletes: Literal["tombstone", "delete"] = "tombstone"
-    tombstone_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
-    ttl_deletes: Literal["replicate", "skip"] = "replicate"
-    skip_echoes: bool = True
+    deletes: Literal["tombstone", "delete"] = Field(
+        default="tombstone",
+        description="tombstone: a delete leaves a versioned tombstone, so older writes lose to it; delete: a "
+        "conditional DeleteItem (not for active-active).",
+    )
+    tombstone_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="How long a tombstone is kept (its expires_attribute)."
+    )
+    ttl_deletes: Literal["replicate", "skip"] = Field(
+        default="replicate", description="Deletes made by DynamoDB's TTL: replicate them, or leave the target item."
+    )
+    skip_echoes: bool = Field(
+        default=True, description="Skip changes this replicator's peer wrote (active-active loop prevention)."
+    )
     source_tombstones: bool = Field(
         default=False,
         description="Active-active: also leave a tombstone in the source table after a delete there, so an "
@@ -181,8 +223,8 @@ class OnFailureConfig(BaseModel):
     destination: str | None = Field(
         default=None, description="https://sqs.../queue, or a file path / file:// URL for JSONL."
     )
-    endpoint_url: str | None = None
-    region: str | None = None
+    endpoint_url: str | None = Field(default=None, description="SQS endpoint (moto, a VPC endpoint).")
+    region: str | None = Field(default=None, description="The queue's region; default: from its URL.")
 
 
 class FailurePolicyConfig(BaseModel):
@@ -190,12 +232,18 @@ class FailurePolicyConfig(BaseModel):
 
     model_config = _STRICT
 
-    batch_size: int = Field(default=1000, ge=1, le=10000)
-    maximum_batching_window_seconds: float = Field(default=0, ge=0, le=300)
+    batch_size: int = Field(default=1000, ge=1, le=10000, description="Records processed as one batch per shard.")
+    maximum_batching_window_seconds: float = Field(
+        default=0, ge=0, le=300, description="Wait up to this long to fill a batch (as the event source mapping)."
+    )
     maximum_retry_attempts: int = Field(default=-1, ge=-1, le=10000, description="-1: retry without limit.")
     maximum_record_age_seconds: int = Field(default=-1, ge=-1, le=604800, description="-1: no limit.")
-    bisect_batch_on_function_error: bool = True
-    parallelization_factor: int = Field(default=1, ge=1, le=10)
+    bisect_batch_on_function_error: bool = Field(
+        default=True, description="Isolate a failing record and dead-letter it alone instead of stopping the shard."
+    )
+    parallelization_factor: int = Field(
+        default=1, ge=1, le=10, description="Batches of one shard processed at once, keys kept in order."
+    )
     on_failure: OnFailureConfig = OnFailureConfig()
 
 
@@ -204,10 +252,12 @@ class LeaseConfig(BaseModel):
 
     model_config = _STRICT
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="Share shards among workers through leases.")
     failover_time_s: float = Field(default=10.0, gt=0, description="A lease not renewed this long is taken.")
     renew_interval_s: float | None = Field(default=None, gt=0, description="Default: failover_time_s / 3.")
-    max_leases_per_worker: int | None = Field(default=None, ge=1)
+    max_leases_per_worker: int | None = Field(
+        default=None, ge=1, description="At most this many shards per worker; default: no cap."
+    )
     history_path: Path | None = Field(default=None, description="Append lease events here as JSON lines.")
 
     @model_validator(mode="after")
@@ -231,14 +281,23 @@ class Config(BaseSettings):
     source: SourceConfig
     target: TargetConfig
     checkpoint: CheckpointConfig = CheckpointConfig()
-    starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
+    starting_position: Literal["TRIM_HORIZON", "LATEST"] = Field(
+        default="TRIM_HORIZON",
+        description="Where a shard with no checkpoint starts: the oldest record kept, or only new ones.",
+    )
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     reader: ReaderConfig = ReaderConfig()
     replication: ReplicationConfig = ReplicationConfig()
     failure: FailurePolicyConfig = FailurePolicyConfig()
-    filters: list[dict[str, Any]] = Field(default_factory=list, max_length=5)
-    transforms: list[dict[str, Any]] = Field(default_factory=list)
+    filters: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Lambda FilterCriteria patterns, OR-ed; see docs/filters-and-transforms.md.",
+    )
+    transforms: list[dict[str, Any]] = Field(
+        default_factory=list, description="Transform steps applied in order; see docs/filters-and-transforms.md."
+    )
     worker_id: str | None = Field(default=None, description="Lease owner name; default host:pid.")
     leases: LeaseConfig = LeaseConfig()
 
