@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
 
+    from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_sqs import SQSClient
 
     from replicator.aws.clients import TargetClient
@@ -202,12 +203,14 @@ async def redrive(
     dry_run: bool = False,
     metrics: Metrics | None = None,
     target: TargetClient | None = None,
+    source_client: DynamoDBClient | None = None,
     sqs: SQSClient | None = None,
     clock: Callable[[], float] = time.time,
 ) -> RedriveReport:
     """Replay the dead letters in ``source`` (default: ``failure.on_failure.destination``).
 
-    ``target`` and ``sqs`` may be ready clients (tests); otherwise they are opened here.
+    ``target``, ``source_client`` and ``sqs`` may be ready clients (tests); otherwise they are opened here
+    (the source's only when the config tombstones deletes in the source).
     Raises DeadLetterError when there is no source or a JSONL line is not JSON.
     """
     src = source or cfg.failure.on_failure.destination
@@ -220,13 +223,18 @@ async def redrive(
     async with contextlib.AsyncExitStack() as stack:
         processor = None
         if not dry_run:
-            from replicator.runtime.wiring import build_processor  # noqa: PLC0415 - service imports much; CLI start-up
+            from replicator.runtime import wiring  # noqa: PLC0415 - service imports much; CLI start-up
 
             if target is None:
-                from replicator.aws.clients import open_clients  # noqa: PLC0415 - only when not injected
+                from replicator.aws.clients import open_target_client  # noqa: PLC0415 - only when not injected
 
-                target = (await open_clients(stack, rcfg)).target
-            processor = build_processor(rcfg, target_client=target, metrics=metrics, dead_letters=collector)
+                target = await open_target_client(stack, rcfg)
+            if source_client is None and wiring.needs_source_client(rcfg):
+                # Active-active: a replayed delete is tombstoned in the source too, as ``run`` does.
+                source_client = await wiring.open_source_client(stack, rcfg)
+            processor = wiring.build_processor(
+                rcfg, target_client=target, metrics=metrics, dead_letters=collector, source_client=source_client
+            )
         redriver = Redriver(rcfg, processor=processor, collector=collector, report=report)
         if deadletter.is_sqs_url(src):
             sqs = sqs or await deadletter.open_sqs_client(stack, rcfg, src)

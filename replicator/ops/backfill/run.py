@@ -70,7 +70,14 @@ async def run_backfill(
             store = JsonProgressStore(progress_path or default_progress_path(cfg))
         if dead_letters is None:
             dead_letters = await dead_letters_from_config(cfg, stack, metrics=metrics)
-        processor = build_processor(cfg, target_client=clients.target, metrics=metrics, dead_letters=dead_letters)
+        # The source client too: with the active-active config deletes are tombstoned in the source, as by ``run``.
+        processor = build_processor(
+            cfg,
+            target_client=clients.target,
+            metrics=metrics,
+            dead_letters=dead_letters,
+            source_client=clients.source,
+        )
         key_names, item_count = await table_key_names(clients.source, table)
         on_page = _progress_bar(stack, table, item_count) if show_progress else None
         backfill = Backfill(
