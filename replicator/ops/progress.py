@@ -15,7 +15,8 @@ class ProgressBar:
     """One rich progress bar: ``<command> <description>``, done of total, elapsed and remaining time.
 
     A context manager: shown from ``__enter__`` to ``__exit__``. The total may be unknown (None: the bar
-    pulses) or a guide (DynamoDB's ItemCount, SQS's approximate message count).
+    pulses) or a guide (DynamoDB's ItemCount, SQS's approximate message count). Drawn on stderr by
+    default: stdout carries the command's report (``--json`` too).
     """
 
     def __init__(self, command: str, description: str, *, total: int | None, console: Console | None = None) -> None:
@@ -29,7 +30,8 @@ class ProgressBar:
 
     def __enter__(self) -> Self:
         """Show the bar."""
-        from rich.progress import (  # noqa: PLC0415 - only for the interactive commands
+        from rich.console import Console  # noqa: PLC0415 - only for the interactive commands
+        from rich.progress import (  # noqa: PLC0415 - same
             BarColumn,
             MofNCompleteColumn,
             Progress,
@@ -44,7 +46,7 @@ class ProgressBar:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=self.console,
+            console=self.console or Console(stderr=True),
         )
         self._bar.__enter__()
         self._task = self._bar.add_task(self.description, total=self.total)
