@@ -83,9 +83,7 @@ class JsonlDeadLetters:
         try:
             self._cut_torn_tail(fd)
             # One write: a crash can tear only this group's tail, which the next append sets aside.
-            written = os.write(fd, data)
-            while written < len(data):
-                written += os.write(fd, data[written:])
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -112,7 +110,7 @@ class JsonlDeadLetters:
         aside = self.path.with_name(f"{self.path.name}.torn-{stamp}")
         aside_fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(aside_fd, fragment)
+            _write_all(aside_fd, fragment)
             os.fsync(aside_fd)
         finally:
             os.close(aside_fd)
@@ -166,6 +164,13 @@ def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
         number, why = contents.unreadable[0]
         raise DeadLetterError(f"{path}:{number}: {why}")
     return contents.documents
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # A regular file takes the whole buffer in one call unless a signal or a full disk cuts it short.
+    written = os.write(fd, data)
+    while written < len(data):
+        written += os.write(fd, data[written:])
 
 
 def _make_dirs(directory: Path) -> list[Path]:
