@@ -21,7 +21,8 @@ from replicator.core.errors import ReplicatorError
 )
 @click.option("--dry-run", is_flag=True, help="Run the pipeline only: report what would happen; write, delete nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def command(config_path: Path | None, source: str | None, *, dry_run: bool, as_json: bool) -> None:
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+def command(config_path: Path | None, source: str | None, *, dry_run: bool, as_json: bool, no_progress: bool) -> None:
     """Replay dead letters through the same pipeline and conditional writer (safe: last writer wins).
 
     Exit status: 0 when every dead letter reached an outcome, 1 when some failed again, 2 on bad input.
@@ -32,7 +33,9 @@ def command(config_path: Path | None, source: str | None, *, dry_run: bool, as_j
     cfg = load_or_exit(config_path)
     logs.configure(cfg.logging.level, cfg.logging.format)
     try:
-        report = asyncio.run(redrive(cfg, source=source, dry_run=dry_run))
+        report = asyncio.run(
+            redrive(cfg, source=source, dry_run=dry_run, show_progress=not no_progress and sys.stderr.isatty())
+        )
     except (ReplicatorError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -5,9 +5,11 @@ so a dead letter older than what the target holds ends ``superseded`` and change
 
 - From a JSONL file: every dead letter is replayed; those that fail again are written to a new file next
   to it (``<name>.redrive-<UTC time>.jsonl``, named in the report). The source file is never modified.
-- From an SQS queue: messages are received in chunks (invisible meanwhile) and deleted only after their
-  record reached an outcome; one that fails again is left in the queue and reappears after its
-  visibility timeout.
+  A line that is not a dead letter (torn by a crash mid-append, or garbled) is counted unreadable and
+  named by its line number; the others are replayed.
+- From an SQS queue (``redrive_sqs``): messages are received in chunks (invisible meanwhile) and deleted
+  only after their record reached an outcome; one that fails again is left in the queue and reappears
+  after its visibility timeout.
 
 ``maximum_record_age_seconds`` does not apply (a dead letter is old by nature), and an unlimited
 ``maximum_retry_attempts`` becomes ``REDRIVE_RETRY_ATTEMPTS``, so a run against a target that is down
@@ -16,10 +18,12 @@ ends with the records counted as failed again instead of waiting forever.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,13 +31,16 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from replicator.observe.metrics import Metrics
+from replicator.ops.progress import open_progress_bar
+from replicator.ops.redrive_sqs import SqsRedrive
 from replicator.pipeline.stages import Pipeline
 from replicator.sink import deadletter
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
+    from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_sqs import SQSClient
 
     from replicator.aws.clients import TargetClient
@@ -44,8 +51,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 REDRIVE_RETRY_ATTEMPTS = 10
-SQS_VISIBILITY_TIMEOUT_S = 900
-SQS_CHUNK_DOCUMENTS = 500
+SHOWN_LINES = 10
 
 
 @dataclasses.dataclass(slots=True)
@@ -59,14 +65,30 @@ class RedriveReport:
     failed_again: int = 0
     failure_types: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     unreadable: int = 0
+    unreadable_lines: list[int] = dataclasses.field(default_factory=list)
+    """JSONL line numbers that hold no dead letter (a torn or garbled line)."""
     failed_path: Path | None = None
     deleted_messages: int = 0
     left_in_queue: int = 0
+    duplicates_deleted: int = 0
+    """SQS messages of letters already replayed in this run (a letter sent twice), deleted."""
+    not_deleted: int = 0
+    """Replayed letters whose SQS messages SQS did not all delete: they reappear (and replay harmlessly)."""
+    not_deleted_codes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    not_released: int = 0
+    """Messages a dry run could not make visible again: they reappear after the visibility timeout."""
+    not_released_codes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     @property
     def ok(self) -> bool:
-        """True when every dead letter reached an outcome other than failing again."""
-        return self.failed_again == 0 and self.unreadable == 0 and self.left_in_queue == 0
+        """True when every dead letter reached an outcome other than failing again, and is gone from SQS."""
+        return (
+            self.failed_again == 0
+            and self.unreadable == 0
+            and self.left_in_queue == 0
+            and self.not_deleted == 0
+            and self.not_released == 0
+        )
 
     def lines(self) -> list[str]:
         """Describe the run, for people."""
@@ -77,13 +99,30 @@ class RedriveReport:
             kinds = ", ".join(f"{k} x{v}" for k, v in sorted(self.failure_types.items()))
             out.append(f"  failed again: {self.failed_again} ({kinds})")
         if self.unreadable:
-            out.append(f"  unreadable: {self.unreadable}")
+            where = ""
+            if self.unreadable_lines:
+                shown = ", ".join(str(n) for n in self.unreadable_lines[:SHOWN_LINES])
+                more = ", ..." if len(self.unreadable_lines) > SHOWN_LINES else ""
+                where = f" (lines {shown}{more}: torn by a crash mid-append, or garbled)"
+            out.append(f"  unreadable: {self.unreadable}{where}")
         if self.failed_path is not None:
             out.append(f"  dead letters that failed again were written to {self.failed_path}")
         if self.deleted_messages:
             out.append(f"  SQS messages deleted: {self.deleted_messages}")
+        if self.duplicates_deleted:
+            out.append(f"  duplicate messages deleted (a letter sent twice): {self.duplicates_deleted}")
         if self.left_in_queue:
             out.append(f"  left in the queue (reappear after the visibility timeout): {self.left_in_queue}")
+        if self.not_deleted:
+            codes = ", ".join(f"{k} x{v}" for k, v in sorted(self.not_deleted_codes.items()))
+            out.append(
+                f"  replayed but not deleted from the queue (reappear, replay again): {self.not_deleted} ({codes})"
+            )
+        if self.not_released:
+            codes = ", ".join(f"{k} x{v}" for k, v in sorted(self.not_released_codes.items()))
+            out.append(
+                f"  not made visible again (reappear after the visibility timeout): {self.not_released} ({codes})"
+            )
         return out
 
 
@@ -124,13 +163,15 @@ class Redriver:
         processor: BatchProcessor | None,
         collector: _Collector,
         report: RedriveReport,
+        on_progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Wire the parts; ``processor`` None means a dry run."""
+        """Wire the parts; ``processor`` None means a dry run; ``on_progress(n)``: n more dead letters done."""
         self.cfg = cfg
         self.processor = processor
         self.collector = collector
         self.report = report
         self.pipeline = Pipeline.from_config(cfg)
+        self.on_progress = on_progress or _no_progress
 
     async def replay(self, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Replay documents (per shard, in sequence order); return the ones that failed again."""
@@ -144,8 +185,10 @@ class Redriver:
                 log.error("dead_letter_unreadable", id=doc.get("id"), error=str(exc))  # noqa: TRY400 - no traceback wanted
                 failed.append(doc)
         self.report.read += len(docs)
+        self.on_progress(len(failed))
         if self.processor is None:
             self._dry_run([r for _, r in records])
+            self.on_progress(len(records))
             return failed
         size = self.cfg.failure.batch_size
         by_key = {(r.shard_id, r.sequence_number): d for d, r in records}
@@ -153,6 +196,7 @@ class Redriver:
             batch = [r for _, r in records[start : start + size]]
             result = await self.processor.process(batch)
             self.report.outcomes.update({k: v for k, v in result.outcomes.items() if k != "dead_lettered"})
+            self.on_progress(len(batch))
         for key, (error, attempts) in self.collector.failures.items():
             original = by_key.get(key)
             if original is None:
@@ -172,6 +216,16 @@ class Redriver:
                 self.report.failure_types[type(exc).__name__] += 1
                 continue
             self.report.outcomes[decision if isinstance(decision, str) else "would_write"] += 1
+
+
+def _no_progress(_n: int) -> None:
+    pass
+
+
+def _advance_all(advances: tuple[Callable[[int], None] | None, ...], n: int) -> None:
+    for advance in advances:
+        if advance is not None:
+            advance(n)
 
 
 def _failed_again(doc: dict[str, Any], error: BaseException, attempts: int) -> dict[str, Any]:
@@ -202,13 +256,18 @@ async def redrive(
     dry_run: bool = False,
     metrics: Metrics | None = None,
     target: TargetClient | None = None,
+    source_client: DynamoDBClient | None = None,
     sqs: SQSClient | None = None,
     clock: Callable[[], float] = time.time,
+    show_progress: bool = False,
+    on_progress: Callable[[int], None] | None = None,
 ) -> RedriveReport:
     """Replay the dead letters in ``source`` (default: ``failure.on_failure.destination``).
 
-    ``target`` and ``sqs`` may be ready clients (tests); otherwise they are opened here.
-    Raises DeadLetterError when there is no source or a JSONL line is not JSON.
+    ``target``, ``source_client`` and ``sqs`` may be ready clients (tests); otherwise they are opened here
+    (the source's only when the config tombstones deletes in the source). ``show_progress``: a progress
+    bar on the terminal; ``on_progress(n)`` is told of every n more dead letters done.
+    Raises DeadLetterError when there is no source.
     """
     src = source or cfg.failure.on_failure.destination
     if not src:
@@ -220,102 +279,62 @@ async def redrive(
     async with contextlib.AsyncExitStack() as stack:
         processor = None
         if not dry_run:
-            from replicator.runtime.wiring import build_processor  # noqa: PLC0415 - service imports much; CLI start-up
+            from replicator.runtime import wiring  # noqa: PLC0415 - service imports much; CLI start-up
 
             if target is None:
-                from replicator.aws.clients import open_clients  # noqa: PLC0415 - only when not injected
+                from replicator.aws.clients import open_target_client  # noqa: PLC0415 - only when not injected
 
-                target = (await open_clients(stack, rcfg)).target
-            processor = build_processor(rcfg, target_client=target, metrics=metrics, dead_letters=collector)
+                target = await open_target_client(stack, rcfg)
+            if source_client is None and wiring.needs_source_client(rcfg):
+                # Active-active: a replayed delete is tombstoned in the source too, as ``run`` does.
+                source_client = await wiring.open_source_client(stack, rcfg)
+            processor = wiring.build_processor(
+                rcfg, target_client=target, metrics=metrics, dead_letters=collector, source_client=source_client
+            )
         redriver = Redriver(rcfg, processor=processor, collector=collector, report=report)
+
+        def progress(total: int | None) -> None:
+            # Called once the total is known (or guessed): the bar needs it when it opens.
+            bar = open_progress_bar(stack, "redrive", src, total=total) if show_progress else None
+            redriver.on_progress = functools.partial(_advance_all, (on_progress, bar))
+
         if deadletter.is_sqs_url(src):
             sqs = sqs or await deadletter.open_sqs_client(stack, rcfg, src)
-            await _redrive_sqs(redriver, sqs, src, report, dry_run=dry_run)
+            run = SqsRedrive(redriver, sqs, src, report, dry_run=dry_run)
+            # The queue's approximate count: a guide for the bar (parts are messages too).
+            progress(await run.approximate_messages() if show_progress else None)
+            await run.run()
         else:
-            await _redrive_jsonl(redriver, deadletter.jsonl_path(src), report, dry_run=dry_run, clock=clock)
+            await _redrive_jsonl(
+                redriver, deadletter.jsonl_path(src), report, dry_run=dry_run, clock=clock, progress=progress
+            )
     log.info("redrive_done", source=src, read=report.read, failed_again=report.failed_again, dry_run=dry_run)
     return report
 
 
 async def _redrive_jsonl(
-    redriver: Redriver, path: Path, report: RedriveReport, *, dry_run: bool, clock: Callable[[], float]
+    redriver: Redriver,
+    path: Path,
+    report: RedriveReport,
+    *,
+    dry_run: bool,
+    clock: Callable[[], float],
+    progress: Callable[[int | None], None],
 ) -> None:
-    docs = deadletter.read_jsonl(path)
-    failed = await redriver.replay(docs)
+    contents = await asyncio.to_thread(deadletter.scan_jsonl, path)
+    for number, why in contents.unreadable:
+        # Counted and named, never skipped silently (the line itself may hold item data: not logged).
+        report.unreadable += 1
+        report.unreadable_lines.append(number)
+        log.error("dead_letter_unreadable", path=str(path), line=number, error=why)
+    progress(len(contents.documents))
+    failed = await redriver.replay(contents.documents)
     if failed and not dry_run:
         out = failed_file_for(path, clock)
         sink = deadletter.JsonlDeadLetters(out)
         for doc in failed:
             await sink.send_document(doc)
         report.failed_path = out
-
-
-async def _receive_chunk(
-    sqs: SQSClient,
-    queue_url: str,
-    assembler: deadletter.SqsAssembler,
-    handles: dict[str, list[str]],
-    report: RedriveReport,
-) -> list[dict[str, Any]]:
-    """Receive up to a chunk of complete dead letters (their messages stay invisible meanwhile)."""
-    docs: list[dict[str, Any]] = []
-    while len(docs) < SQS_CHUNK_DOCUMENTS:
-        resp = await sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=deadletter.SQS_BATCH_MAX,
-            WaitTimeSeconds=1,
-            VisibilityTimeout=SQS_VISIBILITY_TIMEOUT_S,
-        )
-        messages = resp.get("Messages") or []
-        if not messages:
-            break
-        for msg in messages:
-            try:
-                doc_id, doc = assembler.add(msg["Body"])
-            except (ValueError, KeyError, deadletter.DeadLetterError) as exc:
-                report.unreadable += 1
-                log.error("dead_letter_unreadable", message_id=msg.get("MessageId"), error=str(exc))  # noqa: TRY400 - no traceback wanted
-                continue
-            handles[doc_id].append(msg["ReceiptHandle"])
-            if doc is not None:
-                docs.append(doc)
-    return docs
-
-
-async def _batched(call: Callable[..., Awaitable[Any]], queue_url: str, entries: list[dict[str, Any]]) -> None:
-    for start in range(0, len(entries), deadletter.SQS_BATCH_MAX):
-        chunk = entries[start : start + deadletter.SQS_BATCH_MAX]
-        await call(QueueUrl=queue_url, Entries=[{"Id": str(i), **e} for i, e in enumerate(chunk)])
-
-
-async def _redrive_sqs(
-    redriver: Redriver,
-    sqs: SQSClient,
-    queue_url: str,
-    report: RedriveReport,
-    *,
-    dry_run: bool,
-) -> None:
-    assembler = deadletter.SqsAssembler()
-    handles: dict[str, list[str]] = collections.defaultdict(list)
-    while docs := await _receive_chunk(sqs, queue_url, assembler, handles, report):
-        failed = await redriver.replay(docs)
-        if dry_run:
-            continue
-        failed_ids = {str(d.get("id")) for d in failed}
-        done_ids = [str(d.get("id")) for d in docs if str(d.get("id")) not in failed_ids]
-        done = [{"ReceiptHandle": h} for doc_id in done_ids for h in handles.pop(doc_id, [])]
-        report.left_in_queue += len(failed_ids)
-        # Deleted only now that every record of the chunk reached its outcome.
-        await _batched(sqs.delete_message_batch, queue_url, done)
-        report.deleted_messages += len(done)
-    if dry_run:
-        # A dry run only looked: make every message it received visible again at once.
-        every = [{"ReceiptHandle": h, "VisibilityTimeout": 0} for hs in handles.values() for h in hs]
-        await _batched(sqs.change_message_visibility_batch, queue_url, every)
-    elif assembler.incomplete:
-        report.left_in_queue += len(assembler.incomplete)
-        log.warning("dead_letter_parts_missing", ids=len(assembler.incomplete))
 
 
 def report_json(report: RedriveReport) -> str:
@@ -331,5 +350,11 @@ def report_json(report: RedriveReport) -> str:
             "failed_path": None if report.failed_path is None else str(report.failed_path),
             "deleted_messages": report.deleted_messages,
             "left_in_queue": report.left_in_queue,
+            "unreadable_lines": report.unreadable_lines,
+            "duplicates_deleted": report.duplicates_deleted,
+            "not_deleted": report.not_deleted,
+            "not_deleted_codes": dict(report.not_deleted_codes),
+            "not_released": report.not_released,
+            "not_released_codes": dict(report.not_released_codes),
         }
     )

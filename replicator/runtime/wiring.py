@@ -8,13 +8,15 @@ ECS-only (checkpoint stores, shard readers): the Lambda environment loads it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
+from aiobotocore.session import get_session
 
-from replicator.aws.clients import TargetClient
+from replicator.aws.clients import TargetClient, client_config
 from replicator.core.config import Config
 from replicator.core.errors import ConfigError
 from replicator.core.retry import RetryPolicy
@@ -55,7 +57,7 @@ def build_processor(
         clock=clock,
     )
     source_writer = None
-    if cfg.replication.source_tombstones and cfg.replication.deletes == "tombstone":
+    if needs_source_client(cfg):
         if source_client is None or cfg.source.table is None:
             raise ConfigError("replication.source_tombstones needs source.table (and a source client)")
         # It writes into the source region: the change's own region is the "target" for tie rules.
@@ -84,6 +86,27 @@ def build_processor(
         maximum_record_age_s=cfg.failure.maximum_record_age_seconds,
         bisect_on_error=cfg.failure.bisect_batch_on_function_error,
         clock=clock,
+    )
+
+
+def needs_source_client(cfg: Config) -> bool:
+    """True when ``build_processor`` needs a source client: deletes are tombstoned in the source too."""
+    return cfg.replication.source_tombstones and cfg.replication.deletes == "tombstone"
+
+
+async def open_source_client(stack: contextlib.AsyncExitStack, cfg: Config) -> DynamoDBClient:
+    """Open a client for the source table (``source.region``/``endpoint_url``) inside ``stack``.
+
+    For the commands that otherwise only write to the target (``redrive``): with the active-active
+    config they must tombstone deletes in the source exactly as ``run`` does.
+    """
+    return await stack.enter_async_context(
+        get_session().create_client(
+            "dynamodb",
+            region_name=cfg.source.region,
+            endpoint_url=cfg.source.endpoint_url,
+            config=client_config(),
+        )
     )
 
 

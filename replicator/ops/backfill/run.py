@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from replicator.aws.clients import open_clients
 from replicator.observe.metrics import Metrics
@@ -16,9 +15,9 @@ from replicator.ops.backfill.progress import (
     default_progress_path,
 )
 from replicator.ops.backfill.scan import Backfill, BackfillSettings, BackfillSummary
+from replicator.ops.progress import open_progress_bar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -70,9 +69,17 @@ async def run_backfill(
             store = JsonProgressStore(progress_path or default_progress_path(cfg))
         if dead_letters is None:
             dead_letters = await dead_letters_from_config(cfg, stack, metrics=metrics)
-        processor = build_processor(cfg, target_client=clients.target, metrics=metrics, dead_letters=dead_letters)
+        # The source client too: with the active-active config deletes are tombstoned in the source, as by ``run``.
+        processor = build_processor(
+            cfg,
+            target_client=clients.target,
+            metrics=metrics,
+            dead_letters=dead_letters,
+            source_client=clients.source,
+        )
         key_names, item_count = await table_key_names(clients.source, table)
-        on_page = _progress_bar(stack, table, item_count) if show_progress else None
+        # ItemCount is refreshed about every six hours: a guide for the bar, not a promise.
+        on_page = open_progress_bar(stack, "backfill", table, total=item_count or None) if show_progress else None
         backfill = Backfill(
             source_client=clients.source,
             table=table,
@@ -85,32 +92,3 @@ async def run_backfill(
             on_page=on_page,
         )
         return await backfill.run()
-
-
-def _progress_bar(stack: contextlib.AsyncExitStack, table: str, item_count: int) -> Callable[[int], None]:
-    """Show a rich progress bar until ``stack`` closes; return what advances it by a page's items."""
-    from rich.progress import (  # noqa: PLC0415 - only for the interactive command
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress_bar = stack.enter_context(
-        Progress(
-            TextColumn("[bold]backfill[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-    )
-    # ItemCount is refreshed about every six hours: a guide for the bar, not a promise.
-    task = progress_bar.add_task(table, total=item_count or None)
-    return functools.partial(_advance, progress_bar, task)
-
-
-def _advance(bar: Any, task: Any, n: int) -> None:  # noqa: ANN401 - rich Progress and TaskID
-    bar.advance(task, n)

@@ -6,11 +6,12 @@ format (``replicator.dead_letter/1``) and its SQS message bodies.
 
 Two destinations, chosen by ``failure.on_failure.destination``:
 
-- ``jsonl``: a JSONL file (a path or ``file://`` URL): one document per line, appended and fsynced;
-  concurrent ``send`` calls are group-committed (one write and one fsync per batch of dead letters);
+- ``jsonl``: a JSONL file (a path or ``file://`` URL), created 0600: one document per line, appended and
+  fsynced; concurrent ``send`` calls are group-committed (one write and one fsync per batch of dead
+  letters); a line torn by a crash is set aside before the next append;
 - ``sqs``: an SQS queue (an ``https://`` queue URL): SendMessageBatch. A document over SQS's message
   size limit is gzip-compressed; if still too large it is split into numbered parts that ``redrive``
-  reassembles (see DESIGN.md, "Failure handling").
+  reassembles (see DESIGN.md, "Failure handling"). A FIFO queue gets a message group per item key.
 
 ``send`` returns only once the dead letter is stored; raising means it was not, and the processor must
 not let the checkpoint pass the record.
@@ -32,8 +33,15 @@ from replicator.sink.deadletter.document import (
     encode_sqs_bodies,
     record_from_document,
 )
-from replicator.sink.deadletter.jsonl import JsonlDeadLetters, read_jsonl
-from replicator.sink.deadletter.sqs import SQS_BATCH_MAX, SqsDeadLetters, open_sqs_client, sqs_region
+from replicator.sink.deadletter.jsonl import JsonlContents, JsonlDeadLetters, read_jsonl, scan_jsonl
+from replicator.sink.deadletter.sqs import (
+    SQS_BATCH_MAX,
+    SqsDeadLetters,
+    is_fifo,
+    message_group_id,
+    open_sqs_client,
+    sqs_region,
+)
 
 if TYPE_CHECKING:
     import contextlib
@@ -49,17 +57,21 @@ __all__ = [
     "DeadLetterContext",
     "DeadLetterError",
     "DeadLetterSink",
+    "JsonlContents",
     "JsonlDeadLetters",
     "SqsAssembler",
     "SqsDeadLetters",
     "dumps",
     "encode_sqs_bodies",
     "from_config",
+    "is_fifo",
     "is_sqs_url",
     "jsonl_path",
+    "message_group_id",
     "open_sqs_client",
     "read_jsonl",
     "record_from_document",
+    "scan_jsonl",
     "sqs_region",
 ]
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import gzip
+import hashlib
 import json
+import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -82,10 +84,11 @@ class DeadLetterContext:
         now = self.clock()
         created_s = record.approximate_creation_time_us / US_PER_S
         cause = error.__cause__
+        event = encode_event(record.event)
         return {
             "format": FORMAT,
-            "id": str(uuid.uuid4()),
-            "record": encode_event(record.event),
+            "id": record_id(record.shard_id, event),
+            "record": event,
             "error": {
                 "type": type(error).__name__,
                 "message": str(error),
@@ -105,6 +108,16 @@ class DeadLetterContext:
         }
 
 
+def record_id(shard_id: str, event: dict[str, Any]) -> str:
+    """The dead letter's id: derived from the record (its shard and whole event), the same on every retry.
+
+    A record dead-lettered again after a crash or a failed send gets the same id, so the parts already
+    sent and the ones sent again belong to one letter (the assembler keeps one copy).
+    """
+    digest = hashlib.sha256(_dumps_raw([shard_id, event]).encode("utf-8", "surrogatepass")).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
 def record_from_document(doc: dict[str, Any]) -> ChangeRecord:
     """Rebuild the ChangeRecord a dead letter holds; raises DeadLetterError when it is not one."""
     if doc.get("format") != FORMAT or not isinstance(doc.get("record"), dict):
@@ -116,9 +129,23 @@ def record_from_document(doc: dict[str, Any]) -> ChangeRecord:
         raise DeadLetterError(f"dead letter {doc.get('id')}: {exc}") from exc
 
 
-def dumps(doc: dict[str, Any]) -> str:
-    """One compact JSON line (``default=str`` keeps an unexpected type from losing the dead letter)."""
+# Outside SQS's allowed characters (#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF).
+# JSON already escapes the controls below #x20; these remain, and only ever inside JSON strings.
+_NOT_SQS_SAFE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+
+
+def _dumps_raw(doc: Any) -> str:  # noqa: ANN401 - any JSON value
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    r"""One compact JSON line (``default=str`` keeps an unexpected type from losing the dead letter).
+
+    Non-ASCII text stays readable, except U+FFFE, U+FFFF and lone surrogates, written as ``\uXXXX``
+    escapes: SQS refuses them in a body (and a lone surrogate cannot be written as UTF-8). ``json.loads``
+    gives back the same string.
+    """
+    return _NOT_SQS_SAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", _dumps_raw(doc))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,23 +163,32 @@ def encode_sqs_bodies(doc: dict[str, Any], *, max_bytes: int = SQS_MAX_MESSAGE_B
     whole = dumps(envelope)
     if len(whole.encode("utf-8")) <= max_bytes:
         return [whole]
-    overhead = len(dumps({**envelope, "data": "", "part": 999, "parts": 999}).encode("utf-8"))
+    overhead = len(dumps({**envelope, "digest": "0" * 16, "data": "", "part": 999, "parts": 999}).encode("utf-8"))
     chunk = max_bytes - overhead
     pieces = [packed[i : i + chunk] for i in range(0, len(packed), chunk)]
     count = len(pieces)
-    return [dumps({**envelope, "data": piece, "part": i, "parts": count}) for i, piece in enumerate(pieces)]
+    # Parts of one letter sent twice (a retry after a crash) may differ (the error, the times): the
+    # digest tells the two sets apart, so the assembler never mixes them.
+    digest = hashlib.sha256(packed.encode("ascii")).hexdigest()[:16]
+    return [
+        dumps({**envelope, "digest": digest, "data": piece, "part": i, "parts": count})
+        for i, piece in enumerate(pieces)
+    ]
 
 
 class SqsAssembler:
-    """Reassembles dead letters from SQS bodies (whole, compressed, or in parts)."""
+    """Reassembles dead letters from SQS bodies (whole, compressed, or in parts; parts may come twice)."""
 
     def __init__(self) -> None:
         """Start with no parts."""
-        self._parts: dict[str, dict[int, str]] = {}
+        # id -> digest (one per sending of the letter) -> part number -> data
+        self._parts: dict[str, dict[str, dict[int, str]]] = {}
 
     def add(self, body: str) -> tuple[str, dict[str, Any] | None]:
         """Take one body; return (dead letter id, the document once complete, else None)."""
         msg = json.loads(body)
+        if not isinstance(msg, dict):
+            raise DeadLetterError("not a replicator dead letter (not a JSON object)")
         if msg.get("encoding") is None:
             return str(msg.get("id")), msg
         if msg.get("encoding") != "gzip+base64":
@@ -160,13 +196,18 @@ class SqsAssembler:
         doc_id = str(msg["id"])
         if "parts" not in msg:
             return doc_id, json.loads(gzip.decompress(base64.b64decode(msg["data"])))
-        parts = self._parts.setdefault(doc_id, {})
+        parts = self._parts.setdefault(doc_id, {}).setdefault(str(msg.get("digest", "")), {})
         parts[int(msg["part"])] = msg["data"]
         if len(parts) < int(msg["parts"]):
             return doc_id, None
         data = "".join(parts[i] for i in range(int(msg["parts"])))
+        # Any other sending's parts of this letter are duplicates: the caller deletes them with it.
         del self._parts[doc_id]
         return doc_id, json.loads(gzip.decompress(base64.b64decode(data)))
+
+    def forget(self, doc_id: str) -> None:
+        """Drop the parts kept for ``doc_id`` (a letter already replayed: these are duplicates)."""
+        self._parts.pop(doc_id, None)
 
     @property
     def incomplete(self) -> list[str]:

@@ -2,11 +2,17 @@
 
 A document too large for one message goes in several (see
 :func:`replicator.sink.deadletter.document.encode_sqs_bodies`); ``send`` returns once SQS has them all.
+
+A FIFO queue (URL ending ``.fifo``) gets a MessageGroupId per source table and item key (letters of one
+key stay in order; other keys are not held up behind them) and a MessageDeduplicationId from the body
+(the same body sent again within SQS's 5-minute window is stored once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -58,6 +64,7 @@ class SqsDeadLetters:
     async def send_document(self, doc: dict[str, Any]) -> None:
         """Send a ready document."""
         bodies = encode_sqs_bodies(doc, max_bytes=self.max_message_bytes)
+        group = message_group_id(doc) if is_fifo(self.queue_url) else None
         batch: list[dict[str, str]] = []
         size = 0
         for index, body in enumerate(bodies):
@@ -66,7 +73,11 @@ class SqsDeadLetters:
             if batch and (len(batch) == SQS_BATCH_MAX or size + length > self.max_message_bytes):
                 await self._send_batch(batch)
                 batch, size = [], 0
-            batch.append({"Id": str(index), "MessageBody": body})
+            entry = {"Id": str(index), "MessageBody": body}
+            if group is not None:
+                entry["MessageGroupId"] = group
+                entry["MessageDeduplicationId"] = hashlib.sha256(body.encode("utf-8")).hexdigest()
+            batch.append(entry)
             size += length
         if batch:
             await self._send_batch(batch)
@@ -92,6 +103,21 @@ class SqsDeadLetters:
             remaining = [e for e in remaining if e["Id"] in failed_ids]
             self.metrics.retries.labels(operation="SendMessageBatch").inc()
             await asyncio.sleep(self.retry_policy.delay_s(1))
+
+
+def is_fifo(queue_url: str) -> bool:
+    """True for a FIFO queue (its name ends in ``.fifo``)."""
+    return queue_url.rstrip("/").endswith(".fifo")
+
+
+def message_group_id(doc: dict[str, Any]) -> str:
+    """The FIFO message group of a dead letter: a hash of its source table and item key (no item data)."""
+    keys = (doc.get("record") or {}).get("dynamodb", {}).get("Keys")
+    if keys is None:
+        return str(doc.get("id"))
+    table = (doc.get("source") or {}).get("table") or doc.get("streamArn")
+    identity = json.dumps([table, keys], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def sqs_region(queue_url: str, default: str) -> str:
