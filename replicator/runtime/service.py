@@ -30,8 +30,8 @@ from replicator.checkpoint import CheckpointStore
 from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
 from replicator.checkpoint.sqlite import SqliteCheckpointStore
 from replicator.core.config import Config
-from replicator.core.errors import StreamConfigError
 from replicator.core.retry import RetryPolicy, retrying
+from replicator.core.stream_view import check_view_type
 from replicator.observe.http import HealthServer
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
@@ -44,20 +44,6 @@ from replicator.source.api import StreamInfo
 from replicator.source.factory import open_source
 
 log = structlog.get_logger(__name__)
-
-
-def check_view_type(view_type: str, cfg: Config) -> None:
-    """Refuse streams that cannot serve the configured replication."""
-    if view_type == "KEYS_ONLY":
-        raise StreamConfigError("the source stream is KEYS_ONLY: replication needs NEW_AND_OLD_IMAGES")
-    if view_type == "OLD_IMAGE":
-        raise StreamConfigError("the source stream is OLD_IMAGE: replication needs NEW_AND_OLD_IMAGES")
-    if view_type == "NEW_IMAGE" and cfg.replication.skip_echoes:
-        raise StreamConfigError(
-            "the source stream is NEW_IMAGE: telling replicated changes from application changes "
-            "(replication.skip_echoes, needed for active-active) requires NEW_AND_OLD_IMAGES; "
-            "for one-way replication only, set replication.skip_echoes: false"
-        )
 
 
 class Replicator:
