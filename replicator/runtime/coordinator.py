@@ -85,20 +85,25 @@ class Coordinator:
         self._shutdown_readers: list[ShardReader] = []
         self._stopping = False
         self._rediscover = True
+        self._initial: set[str] | None = None
+        """Shards listed by the first discovery with no checkpoint in their lineage: ``starting_position`` applies."""
+        self._latest_open: set[str] = set()
+        """With ``starting_position: LATEST``, the shards open at the first discovery: they start at once, at LATEST."""
 
     async def run(self) -> None:
         """Coordinate until cancelled (the service cancels it on stop)."""
         await self.assignment.start()
         interval = self.cfg.reader.shard_discovery_interval_s
-        first_cycle = True
         next_discovery = 0.0
         while not self._stopping:
             if self._rediscover or time.monotonic() >= next_discovery:
                 await self._discover()
                 next_discovery = time.monotonic() + interval
             await self.assignment.assign(self.tree)
-            self._start_ready(first_cycle=first_cycle)
-            first_cycle = False
+            if self._initial is None:
+                # After the first assign: leased checkpoints are known only once the leases were read.
+                self._note_initial_shards()
+            self._start_ready()
             until_discovery = max(0.0, next_discovery - time.monotonic())
             cycle_s = self.assignment.cycle_s
             await self._wait(until_discovery if cycle_s is None else min(cycle_s, until_discovery))
@@ -117,30 +122,51 @@ class Coordinator:
             log.info("shards_discovered", new=len(new), known=len(self.tree.shards))
         await self.assignment.discovered(shards)
 
+    def _note_initial_shards(self) -> None:
+        """Remember which shards ``starting_position`` applies to: those listed when reading starts.
+
+        A shard whose lineage has a checkpoint continues that lineage (from TRIM_HORIZON after its
+        parent); one that appears later is read from its start. With LATEST, every shard open now starts
+        at LATEST at once, without waiting for a listed closed parent: that parent's records, like the
+        open shard's, are older than the start and not wanted (a child started after its parent, at
+        TRIM_HORIZON, would replay them).
+        """
+        checkpoints = self._checkpoints()
+        initial = set()
+        for shard in self.tree.shards.values():
+            lineage = (shard.shard_id, shard.parent_shard_id, shard.adjacent_parent_shard_id)
+            if not any(sid is not None and sid in checkpoints for sid in lineage):
+                initial.add(shard.shard_id)
+        self._initial = initial
+        if self.cfg.starting_position == "LATEST":
+            self._latest_open = {sid for sid in initial if not self.tree.shards[sid].closed}
+
     def _checkpoints(self) -> dict[str, Checkpoint]:
         return {**self.assignment.checkpoints(), **self._ended}
 
-    def _start_ready(self, *, first_cycle: bool) -> None:
+    def _start_ready(self) -> None:
         checkpoints = self._checkpoints()
         busy = set(self._running) | self._failed
-        for shard in self.tree.ready(checkpoints, busy):
+        for shard in self.tree.ready(checkpoints, busy, unordered=self._latest_open):
             stop = self.assignment.claim(shard.shard_id)
             if stop is not None:
-                self._start_reader(shard, checkpoints, stop, first_cycle=first_cycle)
+                self._start_reader(shard, checkpoints, stop)
         for shard in self.tree.shards.values():
             sid = shard.shard_id
-            if sid not in busy and self.assignment.owns(sid) and self.tree.parent_pending(shard, checkpoints):
+            if sid in busy or sid in self._latest_open or not self.assignment.owns(sid):
+                continue
+            if self.tree.parent_pending(shard, checkpoints):
                 self.state.set_state(sid, "waiting_on_parent")
 
-    def _start_reader(
-        self, shard: Shard, checkpoints: dict[str, Checkpoint], stop: asyncio.Event, *, first_cycle: bool
-    ) -> None:
+    def _start_reader(self, shard: Shard, checkpoints: dict[str, Checkpoint], stop: asyncio.Event) -> None:
         cfg = self.cfg
         parent_done = shard.parent_shard_id is not None and shard.parent_shard_id in checkpoints
-        # The configured position (LATEST) applies to shards open when reading starts; a child of a shard
-        # we read, or a shard that appears later, is read from its start so none of its records are missed.
-        configured = first_cycle or self.assignment.configured_position_any_cycle
-        position = cfg.starting_position if (configured and not parent_done) else "TRIM_HORIZON"
+        # The configured position (LATEST) applies to shards listed when reading starts; a child of a
+        # shard we read, or a shard that appears later, is read from its start so none of its records
+        # are missed.
+        initial = self._initial is not None and shard.shard_id in self._initial
+        configured = initial or (self.assignment.configured_position_any_cycle and not parent_done)
+        position = cfg.starting_position if configured else "TRIM_HORIZON"
         reader = ShardReader(
             api=self.api,
             stream_arn=self.stream_arn,
