@@ -153,7 +153,12 @@ class Coordinator:
                 self._start_reader(shard, checkpoints, stop)
         for shard in self.tree.shards.values():
             sid = shard.shard_id
-            if sid in busy or sid in self._latest_open or not self.assignment.owns(sid):
+            if sid in busy or sid in self._latest_open:
+                continue
+            if not self.assignment.owns(sid):
+                status = self.state.shards.get(sid)
+                if status is not None and status.state == "waiting_on_parent":
+                    self.state.release(sid)  # its lease went to another worker before its parent ended
                 continue
             if self.tree.parent_pending(shard, checkpoints):
                 self.state.set_state(sid, "waiting_on_parent")
@@ -207,10 +212,14 @@ class Coordinator:
             # Whatever ended, the next cycle lists the shards again: an ended shard's children may be new.
             self._rediscover = True
             exc = task.exception() if not task.cancelled() else None
-            if isinstance(exc, LeaseLostError):
+            if isinstance(exc, LeaseLostError) or (
+                exc is None and not self._stopping and not self.assignment.owns(shard_id)
+            ):
                 # Another worker holds the shard now and resumes from its last checkpoint: not a failure.
+                # Its reader stopped mid-checkpoint (LeaseLostError) or between batches (its stop event);
+                # either way the shard is no longer this worker's to report: no state, no lag series.
                 log.info("shard_handed_over", shard_id=shard_id)
-                self.state.set_state(shard_id, "closed")
+                self.state.release(shard_id)
             elif exc is not None:
                 self.metrics.errors.labels(kind="shard_failed").inc()
                 self.state.set_state(shard_id, "stopped", error=type(exc).__name__)
