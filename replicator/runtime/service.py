@@ -118,7 +118,9 @@ class Replicator:
             await store.start()
             stack.push_async_callback(store.close)
             await self._serve_http(stack)
-            api = await open_source(stack, cfg, clients)  # DynamoDB Streams, or Kinesis (source.kind)
+            api = await open_source(
+                stack, cfg, clients, metrics=self.metrics
+            )  # DynamoDB Streams, or Kinesis (source.kind)
             self.stream = stream = await retrying(
                 "DescribeStream",
                 lambda: api.resolve(table=cfg.source.table, stream_arn=cfg.source.stream_arn),
