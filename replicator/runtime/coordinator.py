@@ -85,6 +85,8 @@ class Coordinator:
         self._shutdown_readers: list[ShardReader] = []
         self._stopping = False
         self._rediscover = True
+        self._lost_parents: set[str] = set()
+        """Parents found trimmed before they were read to their end: reported once."""
         self._initial: set[str] | None = None
         """Shards listed by the first discovery with no checkpoint in their lineage: ``starting_position`` applies."""
         self._latest_open: set[str] = set()
@@ -146,7 +148,7 @@ class Coordinator:
 
     def _start_ready(self) -> None:
         checkpoints = self._checkpoints()
-        busy = set(self._running) | self._failed
+        busy = set(self._running) | self._failed | self._lost_lineage(checkpoints)
         for shard in self.tree.ready(checkpoints, busy, unordered=self._latest_open):
             stop = self.assignment.claim(shard.shard_id)
             if stop is not None:
@@ -162,6 +164,53 @@ class Coordinator:
                 continue
             if self.tree.parent_pending(shard, checkpoints):
                 self.state.set_state(sid, "waiting_on_parent")
+
+    def _lost_lineage(self, checkpoints: dict[str, Checkpoint]) -> set[str]:
+        """Children that must not start: a parent left the stream before it was read to its end.
+
+        A listed parent blocks its child until read (``ShardTree``); an unlisted one was trimmed. With no
+        checkpoint it was before this replica's time; with one short of shard end, the records after
+        it are lost. That is data loss at shard scope, handled as ``reader.on_trimmed_data`` says: the
+        parent is reported stopped and the child waits (``fail``), or the child starts with the loss
+        counted and logged (``skip_to_trim_horizon``). Never silently.
+        """
+        blocked: set[str] = set()
+        skip = self.cfg.reader.on_trimmed_data == "skip_to_trim_horizon"
+        for shard in self.tree.shards.values():
+            if shard.shard_id in checkpoints or not self.assignment.owns(shard.shard_id):
+                continue  # a child already started got past its parent earlier (or is not ours)
+            for parent in (shard.parent_shard_id, shard.adjacent_parent_shard_id):
+                cp = checkpoints.get(parent) if parent is not None else None
+                if parent is None or parent in self.tree.shards or cp is None or cp.shard_end:
+                    continue
+                if parent not in self._lost_parents:
+                    self._lost_parents.add(parent)
+                    self._report_lost_parent(parent, shard.shard_id, cp, skip=skip)
+                if not skip:
+                    blocked.add(shard.shard_id)
+        return blocked
+
+    def _report_lost_parent(self, parent: str, child: str, cp: Checkpoint, *, skip: bool) -> None:
+        self.metrics.errors.labels(kind="trimmed_data").inc()
+        if skip:
+            self.metrics.errors.labels(kind="trimmed_data_skipped").inc()
+            log.warning(
+                "trimmed_data_skipped",
+                shard_id=parent,
+                child_shard_id=child,
+                checkpoint=cp.sequence_number,
+                action="the parent left the stream before it was read to its end; its child starts",
+            )
+            return
+        self.state.set_state(parent, "stopped", error="TrimmedDataError")
+        log.error(
+            "trimmed_data",
+            shard_id=parent,
+            child_shard_id=child,
+            checkpoint=cp.sequence_number,
+            action="the parent left the stream before it was read to its end; its child waits. "
+            "Set reader.on_trimmed_data: skip_to_trim_horizon to accept the loss and go on",
+        )
 
     def _start_reader(self, shard: Shard, checkpoints: dict[str, Checkpoint], stop: asyncio.Event) -> None:
         cfg = self.cfg
