@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -28,6 +28,7 @@ from replicator.checkpoint import Checkpoint
 from replicator.core.errors import LeaseLostError
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import error_text
+from replicator.runtime import stream_watch
 from replicator.runtime.consumer import ReaderSettings, ShardReader
 from replicator.source.shards import ShardTree
 
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
     from replicator.observe.state import WorkerState
     from replicator.pipeline.processor import BatchProcessor
     from replicator.runtime.assignment import AssignmentStrategy
-    from replicator.source.api import ChangeSource
+    from replicator.runtime.stream_watch import StreamChange
+    from replicator.source.api import ChangeSource, StreamInfo
     from replicator.source.shards import Shard
 
 log = structlog.get_logger(__name__)
@@ -68,9 +70,11 @@ class Coordinator:
         processor: BatchProcessor,
         state: WorkerState,
         metrics: Metrics,
+        starting_position: Literal["TRIM_HORIZON", "LATEST"] | None = None,
     ) -> None:
-        """Wire the parts; no I/O (``run`` does it)."""
+        """Wire the parts; no I/O (``run`` does it). ``starting_position`` overrides the configured one."""
         self.cfg = cfg
+        self.starting_position = starting_position or cfg.starting_position
         self.api = api
         self.stream_arn = stream_arn
         self.assignment = assignment
@@ -85,6 +89,10 @@ class Coordinator:
         self._shutdown_readers: list[ShardReader] = []
         self._stopping = False
         self._rediscover = True
+        self.stream_change: StreamChange | None = None
+        """What became of the stream (stream_watch.py), as of the last check; None: nothing."""
+        self.next_stream: StreamInfo | None = None
+        """Set when ``run`` returned because the old stream is read to its end and a new one replaced it."""
         self._lost_parents: set[str] = set()
         """Parents found trimmed before they were read to their end: reported once."""
         self._initial: set[str] | None = None
@@ -110,6 +118,11 @@ class Coordinator:
             cycle_s = self.assignment.cycle_s
             await self._wait(until_discovery if cycle_s is None else min(cycle_s, until_discovery))
             self._reap()
+            if self._old_stream_finished():
+                assert self.stream_change is not None  # noqa: S101 - checked by _old_stream_finished
+                self.next_stream = self.stream_change.latest
+                log.info("stream_followed", stream_arn=self.stream_arn, new_stream_arn=self.next_stream.arn)  # type: ignore[union-attr]
+                return
 
     async def _discover(self) -> None:
         shards = await retrying(
@@ -123,6 +136,52 @@ class Coordinator:
         if new:
             log.info("shards_discovered", new=len(new), known=len(self.tree.shards))
         await self.assignment.discovered(shards)
+        if self.tree.shards and all(shard.closed for shard in self.tree.shards.values()):
+            # An enabled DynamoDB stream always has an open shard: this one was disabled, or replaced.
+            await self._check_stream()
+
+    async def _check_stream(self) -> None:
+        try:
+            change = await stream_watch.check(self.api, self.cfg, self.stream_arn)
+        except Exception as exc:  # noqa: BLE001 - a failed check is tried again at the next discovery
+            log.warning("stream_check_failed", stream_arn=self.stream_arn, error_type=type(exc).__name__)
+            return
+        if change == self.stream_change:
+            return
+        self.stream_change = change
+        self.state.stream_problem = None if change is None else f"stream_{change.kind}"
+        if change is None:
+            log.info("stream_enabled_again", stream_arn=self.stream_arn)
+            return
+        self.metrics.errors.labels(kind=f"stream_{change.kind}").inc()
+        if change.kind == "replaced":
+            assert change.latest is not None  # noqa: S101 - a replaced stream has a successor
+            log.error(
+                "stream_replaced",
+                stream_arn=self.stream_arn,
+                status=change.status,
+                new_stream_arn=change.latest.arn,
+                action="the old stream's shards are read to their end, then the new stream from TRIM_HORIZON; "
+                "changes made while no stream was enabled are in neither: backfill them",
+            )
+        else:
+            log.error(
+                "stream_disabled",
+                stream_arn=self.stream_arn,
+                status=change.status,
+                action="enable the table's stream (NEW_AND_OLD_IMAGES): the worker follows the new stream; "
+                "changes made while it is disabled are in no stream: backfill them",
+            )
+
+    def _old_stream_finished(self) -> bool:
+        """Whether a replaced stream's every shard is read to its end: time to follow the new one."""
+        change = self.stream_change
+        if change is None or change.kind != "replaced" or self._running or self._failed:
+            return False
+        checkpoints = self._checkpoints()
+        return all(
+            (cp := checkpoints.get(sid)) is not None and cp.shard_end for sid in self.tree.shards
+        ) and not self._lost_lineage(checkpoints)
 
     def _note_initial_shards(self) -> None:
         """Remember which shards ``starting_position`` applies to: those listed when reading starts.
@@ -140,7 +199,7 @@ class Coordinator:
             if not any(sid is not None and sid in checkpoints for sid in lineage):
                 initial.add(shard.shard_id)
         self._initial = initial
-        if self.cfg.starting_position == "LATEST":
+        if self.starting_position == "LATEST":
             self._latest_open = {sid for sid in initial if not self.tree.shards[sid].closed}
 
     def _checkpoints(self) -> dict[str, Checkpoint]:
@@ -220,7 +279,7 @@ class Coordinator:
         # are missed.
         initial = self._initial is not None and shard.shard_id in self._initial
         configured = initial or (self.assignment.configured_position_any_cycle and not parent_done)
-        position = cfg.starting_position if configured else "TRIM_HORIZON"
+        position = self.starting_position if configured else "TRIM_HORIZON"
         reader = ShardReader(
             api=self.api,
             stream_arn=self.stream_arn,

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterable
+from typing import Literal
 
 import structlog
 
@@ -118,9 +119,8 @@ class Replicator:
             await store.start()
             stack.push_async_callback(store.close)
             await self._serve_http(stack)
-            api = await open_source(
-                stack, cfg, clients, metrics=self.metrics
-            )  # DynamoDB Streams, or Kinesis (source.kind)
+            # DynamoDB Streams, or Kinesis (source.kind)
+            api = await open_source(stack, cfg, clients, metrics=self.metrics)
             self.stream = stream = await retrying(
                 "DescribeStream",
                 lambda: api.resolve(table=cfg.source.table, stream_arn=cfg.source.stream_arn),
@@ -136,24 +136,40 @@ class Replicator:
                 dead_letters=self.dead_letters,
                 source_client=clients.source,
             )
-            assignment = self._assignment(store, clients, stream.arn)
-            stack.push_async_callback(assignment.close)
-            coordinator = Coordinator(
-                cfg=cfg,
-                api=api,
-                stream_arn=stream.arn,
-                assignment=assignment,
-                processor=processor,
-                state=self.state,
-                metrics=self.metrics,
-            )
             log.info("started", stream_arn=stream.arn, worker_id=self.worker_id, target_table=cfg.target.table)
             self.state.running = True
             self.started.set()
-            try:
-                await self._until_stopped(coordinator)
-            finally:
-                await self._shutdown(coordinator, assignment)
+            position: Literal["TRIM_HORIZON"] | None = None
+            while True:
+                assignment = self._assignment(store, clients, stream.arn)
+                stack.push_async_callback(assignment.close)
+                coordinator = Coordinator(
+                    cfg=cfg,
+                    api=api,
+                    stream_arn=stream.arn,
+                    assignment=assignment,
+                    processor=processor,
+                    state=self.state,
+                    metrics=self.metrics,
+                    starting_position=position,
+                )
+                following = False
+                try:
+                    await self._until_stopped(coordinator)
+                    following = coordinator.next_stream is not None and not self._stop.is_set()
+                finally:
+                    if not following:
+                        await self._shutdown(coordinator, assignment)
+                if not following:
+                    return
+                # The replaced stream is read to its end and no reader runs: hand its leases over and read
+                # the table's new stream from its first change (stream_watch.py).
+                await assignment.release()
+                assert coordinator.next_stream is not None  # noqa: S101 - following says so
+                self.stream = stream = coordinator.next_stream
+                check_view_type(stream.view_type, cfg)
+                self.state.stream_problem = None
+                position = "TRIM_HORIZON"
 
     def _handle_signals(self, stack: contextlib.AsyncExitStack, signals: Iterable[signal.Signals]) -> None:
         loop = asyncio.get_running_loop()
