@@ -376,18 +376,12 @@ class ShardReader:
     async def _on_trimmed(self, exc: Exception) -> ShardIterator:
         """Never skip trimmed data silently: stop the shard, unless the config says skip.
 
-        Unless nothing was lost: the checkpointed record itself aged out, but this reader saw nothing
-        after it within the retention period, so every record after it is younger than the retention
-        and still in the shard (a quiet shard). Then reading goes on from TRIM_HORIZON, without an alarm.
+        Unless only the checkpointed record aged out: a read after it came back empty recently enough
+        that every later record is still in the shard (a quiet shard). Then read on, without an alarm.
         """
         if isinstance(exc, TrimmedDataError) and self._only_checkpoint_aged_out():
             self.log.info("checkpoint_aged_out", checkpoint=self.position, action="reading on from TRIM_HORIZON")
-            return await retrying(
-                "GetShardIterator",
-                lambda: self.api.get_iterator(self.stream_arn, self.shard.shard_id, "TRIM_HORIZON"),
-                policy=self.retry_policy,
-                metrics=self.metrics,
-            )
+            return await self._trim_horizon()
         self.metrics.errors.labels(kind="trimmed_data").inc()
         if self.settings.reader.on_trimmed_data != "skip_to_trim_horizon" or isinstance(exc, ShardGoneError):
             self.log.error(
@@ -398,6 +392,9 @@ class ShardReader:
             raise exc
         self.log.warning("trimmed_data_skipped", checkpoint=self.position, action="skipping to TRIM_HORIZON")
         self.metrics.errors.labels(kind="trimmed_data_skipped").inc()
+        return await self._trim_horizon()
+
+    async def _trim_horizon(self) -> ShardIterator:
         return await retrying(
             "GetShardIterator",
             lambda: self.api.get_iterator(self.stream_arn, self.shard.shard_id, "TRIM_HORIZON"),
