@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from replicator.observe.state import WorkerState
     from replicator.pipeline.processor import BatchProcessor
     from replicator.runtime.assignment import AssignmentStrategy
-    from replicator.runtime.stream_watch import StreamChange
     from replicator.source.api import ChangeSource, StreamInfo
     from replicator.source.shards import Shard
 
@@ -89,8 +88,7 @@ class Coordinator:
         self._shutdown_readers: list[ShardReader] = []
         self._stopping = False
         self._rediscover = True
-        self.stream_change: StreamChange | None = None
-        """What became of the stream (stream_watch.py), as of the last check; None: nothing."""
+        self.watch = stream_watch.StreamWatch(api, cfg, stream_arn, state=state, metrics=metrics)
         self.next_stream: StreamInfo | None = None
         """Set when ``run`` returned because the old stream is read to its end and a new one replaced it."""
         self._lost_parents: set[str] = set()
@@ -118,10 +116,9 @@ class Coordinator:
             cycle_s = self.assignment.cycle_s
             await self._wait(until_discovery if cycle_s is None else min(cycle_s, until_discovery))
             self._reap()
-            if self._old_stream_finished():
-                assert self.stream_change is not None  # noqa: S101 - checked by _old_stream_finished
-                self.next_stream = self.stream_change.latest
-                log.info("stream_followed", stream_arn=self.stream_arn, new_stream_arn=self.next_stream.arn)  # type: ignore[union-attr]
+            self.next_stream = self._stream_to_follow()
+            if self.next_stream is not None:
+                log.info("stream_followed", stream_arn=self.stream_arn, new_stream_arn=self.next_stream.arn)
                 return
 
     async def _discover(self) -> None:
@@ -138,50 +135,16 @@ class Coordinator:
         await self.assignment.discovered(shards)
         if self.tree.shards and all(shard.closed for shard in self.tree.shards.values()):
             # An enabled DynamoDB stream always has an open shard: this one was disabled, or replaced.
-            await self._check_stream()
+            await self.watch.check()
 
-    async def _check_stream(self) -> None:
-        try:
-            change = await stream_watch.check(self.api, self.cfg, self.stream_arn)
-        except Exception as exc:  # noqa: BLE001 - a failed check is tried again at the next discovery
-            log.warning("stream_check_failed", stream_arn=self.stream_arn, error_type=type(exc).__name__)
-            return
-        if change == self.stream_change:
-            return
-        self.stream_change = change
-        self.state.stream_problem = None if change is None else f"stream_{change.kind}"
-        if change is None:
-            log.info("stream_enabled_again", stream_arn=self.stream_arn)
-            return
-        self.metrics.errors.labels(kind=f"stream_{change.kind}").inc()
-        if change.kind == "replaced":
-            assert change.latest is not None  # noqa: S101 - a replaced stream has a successor
-            log.error(
-                "stream_replaced",
-                stream_arn=self.stream_arn,
-                status=change.status,
-                new_stream_arn=change.latest.arn,
-                action="the old stream's shards are read to their end, then the new stream from TRIM_HORIZON; "
-                "changes made while no stream was enabled are in neither: backfill them",
-            )
-        else:
-            log.error(
-                "stream_disabled",
-                stream_arn=self.stream_arn,
-                status=change.status,
-                action="enable the table's stream (NEW_AND_OLD_IMAGES): the worker follows the new stream; "
-                "changes made while it is disabled are in no stream: backfill them",
-            )
-
-    def _old_stream_finished(self) -> bool:
-        """Whether a replaced stream's every shard is read to its end: time to follow the new one."""
-        change = self.stream_change
-        if change is None or change.kind != "replaced" or self._running or self._failed:
-            return False
+    def _stream_to_follow(self) -> StreamInfo | None:
+        """The stream that replaced this one, once every shard of this one is read to its end."""
+        successor = self.watch.successor
+        if successor is None or self._running or self._failed:
+            return None
         checkpoints = self._checkpoints()
-        return all(
-            (cp := checkpoints.get(sid)) is not None and cp.shard_end for sid in self.tree.shards
-        ) and not self._lost_lineage(checkpoints)
+        done = all((cp := checkpoints.get(sid)) is not None and cp.shard_end for sid in self.tree.shards)
+        return successor if done and not self._lost_lineage(checkpoints) else None
 
     def _note_initial_shards(self) -> None:
         """Remember which shards ``starting_position`` applies to: those listed when reading starts.
@@ -320,8 +283,9 @@ class Coordinator:
             # Whatever ended, the next cycle lists the shards again: an ended shard's children may be new.
             self._rediscover = True
             exc = task.exception() if not task.cancelled() else None
+            stopped = exc is None and not task.cancelled() and task.result() == "stopped"
             if isinstance(exc, LeaseLostError) or (
-                exc is None and not self._stopping and not self.assignment.owns(shard_id)
+                stopped and not self._stopping and not self.assignment.owns(shard_id)
             ):
                 # Another worker holds the shard now and resumes from its last checkpoint: not a failure.
                 # Its reader stopped mid-checkpoint (LeaseLostError) or between batches (its stop event);

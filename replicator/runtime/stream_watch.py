@@ -31,6 +31,8 @@ from replicator.core.errors import StreamConfigError
 
 if TYPE_CHECKING:
     from replicator.core.config import Config
+    from replicator.observe.metrics import Metrics
+    from replicator.observe.state import WorkerState
     from replicator.source.api import ChangeSource, StreamInfo
 
 log = structlog.get_logger(__name__)
@@ -64,3 +66,57 @@ async def check(api: ChangeSource, cfg: Config, stream_arn: str) -> StreamChange
     if current.status in _GONE:
         return StreamChange("disabled", current.status)
     return None
+
+
+class StreamWatch:
+    """Checks one stream on request and reports each change of its fate once (log, metric, /readyz)."""
+
+    def __init__(
+        self, api: ChangeSource, cfg: Config, stream_arn: str, *, state: WorkerState, metrics: Metrics
+    ) -> None:
+        """Bind to the stream read; no I/O."""
+        self.api = api
+        self.cfg = cfg
+        self.stream_arn = stream_arn
+        self.state = state
+        self.metrics = metrics
+        self.change: StreamChange | None = None
+        """What became of the stream as of the last check; None: nothing."""
+
+    async def check(self) -> None:
+        """Check the stream now (a failed check is tried again the next time)."""
+        try:
+            change = await check(self.api, self.cfg, self.stream_arn)
+        except Exception as exc:  # noqa: BLE001 - a failed check is tried again at the next discovery
+            log.warning("stream_check_failed", stream_arn=self.stream_arn, error_type=type(exc).__name__)
+            return
+        if change == self.change:
+            return
+        self.change = change
+        self.state.stream_problem = None if change is None else f"stream_{change.kind}"
+        if change is None:
+            log.info("stream_enabled_again", stream_arn=self.stream_arn)
+            return
+        self.metrics.errors.labels(kind=f"stream_{change.kind}").inc()
+        if change.latest is not None:
+            log.error(
+                "stream_replaced",
+                stream_arn=self.stream_arn,
+                status=change.status,
+                new_stream_arn=change.latest.arn,
+                action="the old stream's shards are read to their end, then the new stream from TRIM_HORIZON; "
+                "changes made while no stream was enabled are in neither: backfill them",
+            )
+        else:
+            log.error(
+                "stream_disabled",
+                stream_arn=self.stream_arn,
+                status=change.status,
+                action="enable the table's stream (NEW_AND_OLD_IMAGES): the worker follows the new stream; "
+                "changes made while it is disabled are in no stream: backfill them",
+            )
+
+    @property
+    def successor(self) -> StreamInfo | None:
+        """The stream that replaced this one, once known."""
+        return self.change.latest if self.change is not None else None
