@@ -75,6 +75,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.source_records_skipped = Counter(
+            "replicator_source_records_skipped",
+            "Source records that are not changes of the source table (a shared Kinesis stream), by reason;"
+            " never read, so not in records_read.",
+            ["reason"],
+            registry=r,
+        )
         self.shards = Gauge("replicator_shards", "Shards by state.", ["state"], registry=r)
         self.checkpoint_age = Gauge(
             "replicator_checkpoint_age_seconds",

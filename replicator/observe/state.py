@@ -80,6 +80,8 @@ class WorkerState:
         self.started_s = clock()
         self.running = False
         """True once the worker serves (stream resolved, coordinator started); /readyz waits for it."""
+        self.stream_problem: str | None = None
+        """Set while the stream read is disabled or replaced (``stream_disabled``...): /readyz says not ready."""
         for state in SHARD_STATES:
             metrics.shards.labels(state=state).set_function(functools.partial(self.count, state))
 
@@ -179,10 +181,11 @@ class WorkerState:
                 status.counters_removed = True
 
     def not_ready(self, timeout_s: float) -> list[str]:
-        """Shards that are stopped, or reading with no progress for ``timeout_s`` (empty: ready)."""
+        """Shards stopped, or reading with no progress for ``timeout_s``, and a stream problem (empty: ready)."""
         now = self.clock()
-        return [
+        stuck = [
             s.shard_id
             for s in self.shards.values()
             if s.state == "stopped" or (s.state == "reading" and now - s.last_progress_s > timeout_s)
         ]
+        return stuck if self.stream_problem is None else [*stuck, self.stream_problem]

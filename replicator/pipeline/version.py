@@ -1,6 +1,7 @@
 """Versions: one sortable string per change that orders all changes to a key totally.
 
-``<timestamp µs, 17 digits>#<origin region>#<tie-breaker, 56 digits>`` compares as a string exactly as
+``<timestamp µs, 17 digits>#<origin region>#<tie-breaker, 56 digits>`` (``:`` and 129 digits for a longer
+sequence number: ``MAX_TIEBREAK_DIGITS``) compares as a string exactly as
 the tuple (timestamp, origin, tie-breaker) compares, because ``#`` sorts below every character a region
 name may hold ([a-z0-9-]) and the numbers are zero-padded to a fixed width. One string lets a single
 ConditionExpression (``#ver < :ver``) decide last-writer-wins.
@@ -20,16 +21,29 @@ from replicator.core.timestamps import TimestampUnit, parse_app_timestamp, unit_
 
 TS_DIGITS = 17
 TIEBREAK_DIGITS = 56
-"""DynamoDB Streams sequence numbers have 21-40 digits, Kinesis Data Streams' 56."""
+"""Width of a tie-breaker of up to 56 digits (DynamoDB Streams has 21-40, Kinesis usually 56): zero-padded."""
+MAX_TIEBREAK_DIGITS = 129
+"""The longest sequence number the Kinesis API allows."""
+LONG_TIEBREAK_PREFIX = ":"
+"""Marks a tie-breaker of 57 to 129 digits, padded to 129. ``:`` sorts above every digit, and such a number
+is above every number of 56 digits or fewer, so string order stays numeric order; versions stored with
+the 56-digit form (every one written before) keep their encoding and compare correctly with the new."""
+
+
+def _encode_tiebreak(tiebreak: str) -> str:
+    if not tiebreak.isdigit() or len(tiebreak.lstrip("0")) > MAX_TIEBREAK_DIGITS:
+        raise ValueError(f"version tie-breaker {tiebreak!r} is not a decimal of at most {MAX_TIEBREAK_DIGITS} digits")
+    digits = tiebreak.lstrip("0") or "0"
+    if len(digits) <= TIEBREAK_DIGITS:
+        return digits.rjust(TIEBREAK_DIGITS, "0")
+    return LONG_TIEBREAK_PREFIX + digits.rjust(MAX_TIEBREAK_DIGITS, "0")
 
 
 def encode(timestamp_us: int, origin: str, tiebreak: str) -> str:
-    """Encode a version; ``tiebreak`` is a decimal string (a sequence number)."""
+    """Encode a version; ``tiebreak`` is a decimal string (a sequence number, up to 129 digits)."""
     if timestamp_us < 0 or timestamp_us >= 10**TS_DIGITS:
         raise ValueError(f"version timestamp {timestamp_us} µs is out of range")
-    if not tiebreak.isdigit() or len(tiebreak) > TIEBREAK_DIGITS:
-        raise ValueError(f"version tie-breaker {tiebreak!r} is not a decimal of at most {TIEBREAK_DIGITS} digits")
-    return f"{timestamp_us:0{TS_DIGITS}d}#{origin}#{tiebreak:0>{TIEBREAK_DIGITS}}"
+    return f"{timestamp_us:0{TS_DIGITS}d}#{origin}#{_encode_tiebreak(tiebreak)}"
 
 
 def timestamp_of(version: str) -> int:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from replicator.checkpoint.leases import LeasedCheckpointStore, LeaseManager
 from replicator.core.retry import RetryPolicy, retrying
+from replicator.runtime.supervise import supervised
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -175,8 +176,12 @@ class LeasedAssignment:
         self._renewer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start renewing held leases every ``cycle_s`` (leases are read and taken by ``assign``)."""
-        self._renewer = asyncio.create_task(self.leases.run_renewer(), name="lease-renewer")
+        """Start renewing held leases every ``cycle_s`` (leases are read and taken by ``assign``).
+
+        The renewer is supervised (``supervise.py``): if it dies it is logged, counted and restarted.
+        """
+        renew = supervised("lease-renewer", self.leases.run_renewer, metrics=self.metrics)
+        self._renewer = asyncio.create_task(renew, name="lease-renewer")
 
     async def discovered(self, shards: Sequence[Shard]) -> None:
         """Create the lease of every shard that has none."""

@@ -45,6 +45,10 @@ log = structlog.get_logger(__name__)
 
 ReaderExit = Literal["shard_end", "stopped", "lease_lost"]
 
+NOTHING_LOST_WITHIN_S = 23 * 3600.0
+"""An empty read after the checkpoint this recently proves no later record was trimmed: records stay 24 h
+(DynamoDB Streams; Kinesis at least 24 h), less an hour for a record not yet visible to that read."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReaderSettings:
@@ -141,6 +145,8 @@ class ShardReader:
         # sub-batch actually writing.
         self._lane_tasks: set[asyncio.Task[None]] = set()
         self._lane_error: BaseException | None = None
+        self._nothing_after: tuple[str, float] | None = None
+        """(sequence number, wall time): a read just after that record came back empty at that time."""
 
     async def _iterator(self) -> ShardIterator:
         """An iterator just after the last record done, or at the initial position."""
@@ -223,6 +229,8 @@ class ShardReader:
                 buffer = []
             elif not raw and not buffer:
                 self.state.caught_up(shard_id)
+                if iterator.position is not None:
+                    self._nothing_after = (iterator.position, self.clock())
             if next_iterator is None:
                 await self._drain()
                 await retrying(
@@ -366,7 +374,14 @@ class ShardReader:
                 return await self._on_trimmed(exc)
 
     async def _on_trimmed(self, exc: Exception) -> ShardIterator:
-        """Never skip trimmed data silently: stop the shard, unless the config says skip."""
+        """Never skip trimmed data silently: stop the shard, unless the config says skip.
+
+        Unless only the checkpointed record aged out: a read after it came back empty recently enough
+        that every later record is still in the shard (a quiet shard). Then read on, without an alarm.
+        """
+        if isinstance(exc, TrimmedDataError) and self._only_checkpoint_aged_out():
+            self.log.info("checkpoint_aged_out", checkpoint=self.position, action="reading on from TRIM_HORIZON")
+            return await self._trim_horizon()
         self.metrics.errors.labels(kind="trimmed_data").inc()
         if self.settings.reader.on_trimmed_data != "skip_to_trim_horizon" or isinstance(exc, ShardGoneError):
             self.log.error(
@@ -377,9 +392,19 @@ class ShardReader:
             raise exc
         self.log.warning("trimmed_data_skipped", checkpoint=self.position, action="skipping to TRIM_HORIZON")
         self.metrics.errors.labels(kind="trimmed_data_skipped").inc()
+        return await self._trim_horizon()
+
+    async def _trim_horizon(self) -> ShardIterator:
         return await retrying(
             "GetShardIterator",
             lambda: self.api.get_iterator(self.stream_arn, self.shard.shard_id, "TRIM_HORIZON"),
             policy=self.retry_policy,
             metrics=self.metrics,
         )
+
+    def _only_checkpoint_aged_out(self) -> bool:
+        """Whether a read after the checkpoint came back empty recently enough that nothing after it aged out."""
+        seen = self._nothing_after
+        if seen is None or self.position is None or seen[0] != self.position:
+            return False
+        return self.clock() - seen[1] < NOTHING_LOST_WITHIN_S

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -28,6 +28,7 @@ from replicator.checkpoint import Checkpoint
 from replicator.core.errors import LeaseLostError
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import error_text
+from replicator.runtime import stream_watch
 from replicator.runtime.consumer import ReaderSettings, ShardReader
 from replicator.source.shards import ShardTree
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from replicator.observe.state import WorkerState
     from replicator.pipeline.processor import BatchProcessor
     from replicator.runtime.assignment import AssignmentStrategy
-    from replicator.source.api import ChangeSource
+    from replicator.source.api import ChangeSource, StreamInfo
     from replicator.source.shards import Shard
 
 log = structlog.get_logger(__name__)
@@ -68,9 +69,11 @@ class Coordinator:
         processor: BatchProcessor,
         state: WorkerState,
         metrics: Metrics,
+        starting_position: Literal["TRIM_HORIZON", "LATEST"] | None = None,
     ) -> None:
-        """Wire the parts; no I/O (``run`` does it)."""
+        """Wire the parts; no I/O (``run`` does it). ``starting_position`` overrides the configured one."""
         self.cfg = cfg
+        self.starting_position = starting_position or cfg.starting_position
         self.api = api
         self.stream_arn = stream_arn
         self.assignment = assignment
@@ -85,24 +88,38 @@ class Coordinator:
         self._shutdown_readers: list[ShardReader] = []
         self._stopping = False
         self._rediscover = True
+        self.watch = stream_watch.StreamWatch(api, cfg, stream_arn, state=state, metrics=metrics)
+        self.next_stream: StreamInfo | None = None
+        """Set when ``run`` returned because the old stream is read to its end and a new one replaced it."""
+        self._lost_parents: set[str] = set()
+        """Parents found trimmed before they were read to their end: reported once."""
+        self._initial: set[str] | None = None
+        """Shards listed by the first discovery with no checkpoint in their lineage: ``starting_position`` applies."""
+        self._latest_open: set[str] = set()
+        """With ``starting_position: LATEST``, the shards open at the first discovery: they start at once, at LATEST."""
 
     async def run(self) -> None:
         """Coordinate until cancelled (the service cancels it on stop)."""
         await self.assignment.start()
         interval = self.cfg.reader.shard_discovery_interval_s
-        first_cycle = True
         next_discovery = 0.0
         while not self._stopping:
             if self._rediscover or time.monotonic() >= next_discovery:
                 await self._discover()
                 next_discovery = time.monotonic() + interval
             await self.assignment.assign(self.tree)
-            self._start_ready(first_cycle=first_cycle)
-            first_cycle = False
+            if self._initial is None:
+                # After the first assign: leased checkpoints are known only once the leases were read.
+                self._note_initial_shards()
+            self._start_ready()
             until_discovery = max(0.0, next_discovery - time.monotonic())
             cycle_s = self.assignment.cycle_s
             await self._wait(until_discovery if cycle_s is None else min(cycle_s, until_discovery))
             self._reap()
+            self.next_stream = self._stream_to_follow()
+            if self.next_stream is not None:
+                log.info("stream_followed", stream_arn=self.stream_arn, new_stream_arn=self.next_stream.arn)
+                return
 
     async def _discover(self) -> None:
         shards = await retrying(
@@ -116,31 +133,116 @@ class Coordinator:
         if new:
             log.info("shards_discovered", new=len(new), known=len(self.tree.shards))
         await self.assignment.discovered(shards)
+        if self.tree.shards and all(shard.closed for shard in self.tree.shards.values()):
+            # An enabled DynamoDB stream always has an open shard: this one was disabled, or replaced.
+            await self.watch.check()
+
+    def _stream_to_follow(self) -> StreamInfo | None:
+        """The stream that replaced this one, once every shard of this one is read to its end."""
+        successor = self.watch.successor
+        if successor is None or self._running or self._failed:
+            return None
+        checkpoints = self._checkpoints()
+        done = all((cp := checkpoints.get(sid)) is not None and cp.shard_end for sid in self.tree.shards)
+        return successor if done and not self._lost_lineage(checkpoints) else None
+
+    def _note_initial_shards(self) -> None:
+        """Remember which shards ``starting_position`` applies to: those listed when reading starts.
+
+        A shard whose lineage has a checkpoint continues that lineage (from TRIM_HORIZON after its
+        parent); one that appears later is read from its start. With LATEST, every shard open now starts
+        at LATEST at once, without waiting for a listed closed parent: that parent's records, like the
+        open shard's, are older than the start and not wanted (a child started after its parent, at
+        TRIM_HORIZON, would replay them).
+        """
+        checkpoints = self._checkpoints()
+        initial = set()
+        for shard in self.tree.shards.values():
+            lineage = (shard.shard_id, shard.parent_shard_id, shard.adjacent_parent_shard_id)
+            if not any(sid is not None and sid in checkpoints for sid in lineage):
+                initial.add(shard.shard_id)
+        self._initial = initial
+        if self.starting_position == "LATEST":
+            self._latest_open = {sid for sid in initial if not self.tree.shards[sid].closed}
 
     def _checkpoints(self) -> dict[str, Checkpoint]:
         return {**self.assignment.checkpoints(), **self._ended}
 
-    def _start_ready(self, *, first_cycle: bool) -> None:
+    def _start_ready(self) -> None:
         checkpoints = self._checkpoints()
-        busy = set(self._running) | self._failed
-        for shard in self.tree.ready(checkpoints, busy):
+        busy = set(self._running) | self._failed | self._lost_lineage(checkpoints)
+        for shard in self.tree.ready(checkpoints, busy, unordered=self._latest_open):
             stop = self.assignment.claim(shard.shard_id)
             if stop is not None:
-                self._start_reader(shard, checkpoints, stop, first_cycle=first_cycle)
+                self._start_reader(shard, checkpoints, stop)
         for shard in self.tree.shards.values():
             sid = shard.shard_id
-            if sid not in busy and self.assignment.owns(sid) and self.tree.parent_pending(shard, checkpoints):
+            if sid in busy or sid in self._latest_open:
+                continue
+            if not self.assignment.owns(sid):
+                status = self.state.shards.get(sid)
+                if status is not None and status.state == "waiting_on_parent":
+                    self.state.release(sid)  # its lease went to another worker before its parent ended
+                continue
+            if self.tree.parent_pending(shard, checkpoints):
                 self.state.set_state(sid, "waiting_on_parent")
 
-    def _start_reader(
-        self, shard: Shard, checkpoints: dict[str, Checkpoint], stop: asyncio.Event, *, first_cycle: bool
-    ) -> None:
+    def _lost_lineage(self, checkpoints: dict[str, Checkpoint]) -> set[str]:
+        """Children that must not start: a parent left the stream before it was read to its end.
+
+        A listed parent blocks its child until read (``ShardTree``); an unlisted one was trimmed. With no
+        checkpoint it was before this replica's time; with one short of shard end, the records after
+        it are lost. That is data loss at shard scope, handled as ``reader.on_trimmed_data`` says: the
+        parent is reported stopped and the child waits (``fail``), or the child starts with the loss
+        counted and logged (``skip_to_trim_horizon``). Never silently.
+        """
+        blocked: set[str] = set()
+        skip = self.cfg.reader.on_trimmed_data == "skip_to_trim_horizon"
+        for shard in self.tree.shards.values():
+            if shard.shard_id in checkpoints or not self.assignment.owns(shard.shard_id):
+                continue  # a child already started got past its parent earlier (or is not ours)
+            for parent in (shard.parent_shard_id, shard.adjacent_parent_shard_id):
+                cp = checkpoints.get(parent) if parent is not None else None
+                if parent is None or parent in self.tree.shards or cp is None or cp.shard_end:
+                    continue
+                if parent not in self._lost_parents:
+                    self._lost_parents.add(parent)
+                    self._report_lost_parent(parent, shard.shard_id, cp, skip=skip)
+                if not skip:
+                    blocked.add(shard.shard_id)
+        return blocked
+
+    def _report_lost_parent(self, parent: str, child: str, cp: Checkpoint, *, skip: bool) -> None:
+        self.metrics.errors.labels(kind="trimmed_data").inc()
+        if skip:
+            self.metrics.errors.labels(kind="trimmed_data_skipped").inc()
+            log.warning(
+                "trimmed_data_skipped",
+                shard_id=parent,
+                child_shard_id=child,
+                checkpoint=cp.sequence_number,
+                action="the parent left the stream before it was read to its end; its child starts",
+            )
+            return
+        self.state.set_state(parent, "stopped", error="TrimmedDataError")
+        log.error(
+            "trimmed_data",
+            shard_id=parent,
+            child_shard_id=child,
+            checkpoint=cp.sequence_number,
+            action="the parent left the stream before it was read to its end; its child waits. "
+            "Set reader.on_trimmed_data: skip_to_trim_horizon to accept the loss and go on",
+        )
+
+    def _start_reader(self, shard: Shard, checkpoints: dict[str, Checkpoint], stop: asyncio.Event) -> None:
         cfg = self.cfg
         parent_done = shard.parent_shard_id is not None and shard.parent_shard_id in checkpoints
-        # The configured position (LATEST) applies to shards open when reading starts; a child of a shard
-        # we read, or a shard that appears later, is read from its start so none of its records are missed.
-        configured = first_cycle or self.assignment.configured_position_any_cycle
-        position = cfg.starting_position if (configured and not parent_done) else "TRIM_HORIZON"
+        # The configured position (LATEST) applies to shards listed when reading starts; a child of a
+        # shard we read, or a shard that appears later, is read from its start so none of its records
+        # are missed.
+        initial = self._initial is not None and shard.shard_id in self._initial
+        configured = initial or (self.assignment.configured_position_any_cycle and not parent_done)
+        position = self.starting_position if configured else "TRIM_HORIZON"
         reader = ShardReader(
             api=self.api,
             stream_arn=self.stream_arn,
@@ -181,10 +283,15 @@ class Coordinator:
             # Whatever ended, the next cycle lists the shards again: an ended shard's children may be new.
             self._rediscover = True
             exc = task.exception() if not task.cancelled() else None
-            if isinstance(exc, LeaseLostError):
+            stopped = exc is None and not task.cancelled() and task.result() == "stopped"
+            if isinstance(exc, LeaseLostError) or (
+                stopped and not self._stopping and not self.assignment.owns(shard_id)
+            ):
                 # Another worker holds the shard now and resumes from its last checkpoint: not a failure.
+                # Its reader stopped mid-checkpoint (LeaseLostError) or between batches (its stop event);
+                # either way the shard is no longer this worker's to report: no state, no lag series.
                 log.info("shard_handed_over", shard_id=shard_id)
-                self.state.set_state(shard_id, "closed")
+                self.state.release(shard_id)
             elif exc is not None:
                 self.metrics.errors.labels(kind="shard_failed").inc()
                 self.state.set_state(shard_id, "stopped", error=type(exc).__name__)

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterable
+from typing import Literal
 
 import structlog
 
@@ -30,8 +31,8 @@ from replicator.checkpoint import CheckpointStore
 from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
 from replicator.checkpoint.sqlite import SqliteCheckpointStore
 from replicator.core.config import Config
-from replicator.core.errors import StreamConfigError
 from replicator.core.retry import RetryPolicy, retrying
+from replicator.core.stream_view import check_view_type
 from replicator.observe.http import HealthServer
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
@@ -44,20 +45,6 @@ from replicator.source.api import StreamInfo
 from replicator.source.factory import open_source
 
 log = structlog.get_logger(__name__)
-
-
-def check_view_type(view_type: str, cfg: Config) -> None:
-    """Refuse streams that cannot serve the configured replication."""
-    if view_type == "KEYS_ONLY":
-        raise StreamConfigError("the source stream is KEYS_ONLY: replication needs NEW_AND_OLD_IMAGES")
-    if view_type == "OLD_IMAGE":
-        raise StreamConfigError("the source stream is OLD_IMAGE: replication needs NEW_AND_OLD_IMAGES")
-    if view_type == "NEW_IMAGE" and cfg.replication.skip_echoes:
-        raise StreamConfigError(
-            "the source stream is NEW_IMAGE: telling replicated changes from application changes "
-            "(replication.skip_echoes, needed for active-active) requires NEW_AND_OLD_IMAGES; "
-            "for one-way replication only, set replication.skip_echoes: false"
-        )
 
 
 class Replicator:
@@ -132,7 +119,8 @@ class Replicator:
             await store.start()
             stack.push_async_callback(store.close)
             await self._serve_http(stack)
-            api = await open_source(stack, cfg, clients)  # DynamoDB Streams, or Kinesis (source.kind)
+            # DynamoDB Streams, or Kinesis (source.kind)
+            api = await open_source(stack, cfg, clients, metrics=self.metrics)
             self.stream = stream = await retrying(
                 "DescribeStream",
                 lambda: api.resolve(table=cfg.source.table, stream_arn=cfg.source.stream_arn),
@@ -148,24 +136,40 @@ class Replicator:
                 dead_letters=self.dead_letters,
                 source_client=clients.source,
             )
-            assignment = self._assignment(store, clients, stream.arn)
-            stack.push_async_callback(assignment.close)
-            coordinator = Coordinator(
-                cfg=cfg,
-                api=api,
-                stream_arn=stream.arn,
-                assignment=assignment,
-                processor=processor,
-                state=self.state,
-                metrics=self.metrics,
-            )
             log.info("started", stream_arn=stream.arn, worker_id=self.worker_id, target_table=cfg.target.table)
             self.state.running = True
             self.started.set()
-            try:
-                await self._until_stopped(coordinator)
-            finally:
-                await self._shutdown(coordinator, assignment)
+            position: Literal["TRIM_HORIZON"] | None = None
+            while True:
+                assignment = self._assignment(store, clients, stream.arn)
+                stack.push_async_callback(assignment.close)
+                coordinator = Coordinator(
+                    cfg=cfg,
+                    api=api,
+                    stream_arn=stream.arn,
+                    assignment=assignment,
+                    processor=processor,
+                    state=self.state,
+                    metrics=self.metrics,
+                    starting_position=position,
+                )
+                following = False
+                try:
+                    await self._until_stopped(coordinator)
+                    following = coordinator.next_stream is not None and not self._stop.is_set()
+                finally:
+                    if not following:
+                        await self._shutdown(coordinator, assignment)
+                if not following:
+                    return
+                # The replaced stream is read to its end and no reader runs: hand its leases over and read
+                # the table's new stream from its first change (stream_watch.py).
+                await assignment.release()
+                assert coordinator.next_stream is not None  # noqa: S101 - following says so
+                self.stream = stream = coordinator.next_stream
+                check_view_type(stream.view_type, cfg)
+                self.state.stream_problem = None
+                position = "TRIM_HORIZON"
 
     def _handle_signals(self, stack: contextlib.AsyncExitStack, signals: Iterable[signal.Signals]) -> None:
         loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from replicator.aws.clients import Clients
     from replicator.core.config import Config
+    from replicator.observe.metrics import Metrics
     from replicator.source.api import ChangeSource
 
 
@@ -19,6 +20,8 @@ async def open_source(
     stack: contextlib.AsyncExitStack,
     cfg: Config,
     clients: Clients,
+    *,
+    metrics: Metrics | None = None,
 ) -> ChangeSource:
     """Return the change source ``source.kind`` names; a Kinesis client is opened in ``stack``."""
     if cfg.source.kind != "kinesis":
@@ -35,4 +38,6 @@ async def open_source(
             config=client_config(),
         )
     )
-    return KinesisSource(kinesis, clients.source, stream_name=cfg.source.kinesis_stream_name, table=cfg.source.table)
+    return KinesisSource(
+        kinesis, clients.source, stream_name=cfg.source.kinesis_stream_name, table=cfg.source.table, metrics=metrics
+    )

@@ -10,9 +10,13 @@ Streams. ``KinesisSource`` keeps the ``ChangeSource`` contract (``api.py``) on s
   ``ApproximateCreationDateTime`` in epoch ms, or µs with precision MICROSECOND, ``Keys``,
   ``NewImage``, ``OldImage``, ``SizeBytes``}, ``eventSource: aws:dynamodb``) with no sequence number
   or view type: ``to_change_record`` turns it into the same ChangeRecord a DynamoDB Streams record
-  makes (the Lambda event shape, with the Kinesis record's SequenceNumber, up to 56 digits, as
+  makes (the Lambda event shape, with the Kinesis record's SequenceNumber, up to 129 digits, as
   ``SequenceNumber`` and binary attributes decoded from base64), so the reader and the pipeline need
   nothing Kinesis-specific;
+- a record that is not a DynamoDB change (a stream shared with other producers) or is another table's
+  is skipped, never stopping the shard: counted in ``replicator_source_records_skipped_total{reason}``
+  and, when it is not a change at all, logged (``kinesis_record_skipped``) with its sequence number and
+  why, never its data;
 - limits per shard: 5 GetRecords calls/s and 2 MB/s (a call may return up to 10 MB / 10,000
   records, after which the shard must rest); calls are paced per shard to stay inside them.
 
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
 
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_kinesis import KinesisClient
+
+    from replicator.observe.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -75,20 +81,48 @@ def creation_time_us(value: object) -> int:
     return int(number * 1_000_000)
 
 
+class NotAChangeError(ValueError):
+    """A Kinesis record that is not a DynamoDB change: ``reason`` says why, without quoting its data."""
+
+    def __init__(self, sequence_number: str, reason: str) -> None:
+        """Name the record by its sequence number and say why, in a few fixed words."""
+        super().__init__(f"Kinesis record {sequence_number} is not a DynamoDB change record: {reason}")
+        self.sequence_number = sequence_number
+        self.reason = reason
+
+
+def _payload_of(data: bytes | str, sequence_number: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The change's JSON, its ``dynamodb`` part and its decoded keys; NotAChangeError if it is none."""
+    try:
+        payload = json.loads(data)
+    except (ValueError, TypeError) as exc:
+        raise NotAChangeError(sequence_number, "Data is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise NotAChangeError(sequence_number, "Data is not a JSON object")
+    source = payload.get("eventSource", "aws:dynamodb")
+    if source != "aws:dynamodb":
+        raise NotAChangeError(sequence_number, "eventSource is not aws:dynamodb")
+    ddb = payload.get("dynamodb")
+    if not isinstance(ddb, dict):
+        raise NotAChangeError(sequence_number, "no dynamodb object")
+    if not isinstance(payload.get("eventName"), str):
+        raise NotAChangeError(sequence_number, "no eventName")
+    try:
+        keys = decode_item(ddb["Keys"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise NotAChangeError(sequence_number, "no decodable dynamodb.Keys") from exc
+    return payload, ddb, keys
+
+
 def to_change_record(data: bytes | str, sequence_number: str, *, shard_id: str, stream_arn: str) -> ChangeRecord:
     """Convert one Kinesis record's ``Data`` (the DynamoDB change as JSON) to a ChangeRecord.
 
     Its ``event`` is what DynamoDB Streams would have given for the change (the Lambda event shape, the
-    time in epoch seconds), key for key and in the same order. Raises ValueError naming what is
-    missing when the payload is not a DynamoDB change.
+    time in epoch seconds), key for key and in the same order. Raises NotAChangeError (a ValueError)
+    naming the sequence number and what is missing when the payload is not a DynamoDB change.
     """
-    try:
-        payload = json.loads(data)
-        ddb = payload["dynamodb"]
-        event_name = payload["eventName"]
-        keys = decode_item(ddb["Keys"])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"Kinesis record {sequence_number} is not a DynamoDB change record: {exc!r}") from exc
+    payload, ddb, keys = _payload_of(data, sequence_number)
+    event_name = payload["eventName"]
     out_ddb: dict[str, Any] = {"Keys": keys, "SequenceNumber": sequence_number, "StreamViewType": VIEW_TYPE}
     created = ddb.get("ApproximateCreationDateTime")
     if created is not None:
@@ -129,8 +163,9 @@ class KinesisSource:
         table: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
-        """Bind to clients owned by the service; no I/O."""
+        """Bind to clients owned by the service; no I/O. ``metrics`` counts the records skipped."""
         self._kinesis = kinesis_client
         self._ddb = dynamodb_client
         self._stream_name = stream_name
@@ -141,7 +176,7 @@ class KinesisSource:
         self._shards: dict[str, Shard] = {}
         self._list_lock = asyncio.Lock()
         self._last_list = 0.0
-        self._other_tables = 0
+        self._metrics = metrics
 
     async def resolve(self, *, table: str | None, stream_arn: str | None) -> StreamInfo:
         """Find the Kinesis stream: by ARN, by name, or as the table's active Kinesis destination."""
@@ -195,6 +230,8 @@ class KinesisSource:
             # With NextToken, ListShards refuses the stream's name or ARN.
             kwargs = {"NextToken": token}
         self._shards = {s.shard_id: s for s in shards}
+        # Pacing state only for listed shards: it does not grow as shards come and go.
+        self._next_call = {sid: t for sid, t in self._next_call.items() if sid in self._shards}
         return shards
 
     async def get_iterator(
@@ -241,25 +278,40 @@ class KinesisSource:
         position = str(raw[-1]["SequenceNumber"]) if raw else iterator.position
         token = resp.get("NextShardIterator")
         if token is None or (not raw and self._read_to_end(shard_id, position)):
+            self._next_call.pop(shard_id, None)  # read to its end: never called again
             return RecordPage(records, None)
         return RecordPage(records, ShardIterator(iterator.stream_arn, shard_id, token, position))
 
     def _convert(self, raw: Sequence[Mapping[str, Any]], iterator: ShardIterator) -> list[ChangeRecord]:
         out = []
         for record in raw:
-            change = to_change_record(
-                record["Data"],
-                str(record["SequenceNumber"]),
-                shard_id=iterator.shard_id,
-                stream_arn=iterator.stream_arn,
-            )
+            sequence_number = str(record["SequenceNumber"])
+            try:
+                change = to_change_record(
+                    record["Data"], sequence_number, shard_id=iterator.shard_id, stream_arn=iterator.stream_arn
+                )
+            except NotAChangeError as exc:
+                # A shared stream may carry other producers' data: skipped, counted and named, never
+                # stopping the shard. The log says why, never what the data holds.
+                self._skipped("not_a_dynamodb_change")
+                log.warning(
+                    "kinesis_record_skipped",
+                    shard_id=iterator.shard_id,
+                    sequence_number=sequence_number,
+                    reason=exc.reason,
+                )
+                continue
             table = change.event.get("tableName")
             if self._table and table is not None and table != self._table:
                 # One Kinesis stream may carry several tables' changes: only ours are replicated.
-                self._other_tables += 1
+                self._skipped("other_table")
                 continue
             out.append(change)
         return out
+
+    def _skipped(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.source_records_skipped.labels(reason=reason).inc()
 
     def _read_to_end(self, shard_id: str, position: str | None) -> bool:
         """Say whether ``position`` is the closed shard's ending sequence number (or past it).

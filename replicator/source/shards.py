@@ -70,13 +70,17 @@ class ShardTree:
             self.shards[shard.shard_id] = shard
         return new
 
-    def ready(self, checkpoints: Mapping[str, ShardProgress], active: Iterable[str]) -> list[Shard]:
+    def ready(
+        self, checkpoints: Mapping[str, ShardProgress], active: Iterable[str], *, unordered: Iterable[str] = ()
+    ) -> list[Shard]:
         """Shards that may start now: not finished, not running, and whose parent is done.
 
         A parent is done when its checkpoint says shard end, or when it is no longer in the stream
         (trimmed after 24 h: nothing of it is left to read, so waiting would block the child forever).
+        Shards in ``unordered`` wait for no parent (read from LATEST: their parents' records are not wanted).
         """
         running = set(active)
+        free = set(unordered)
         out = []
         for shard in self.shards.values():
             if shard.shard_id in running:
@@ -84,7 +88,7 @@ class ShardTree:
             cp = checkpoints.get(shard.shard_id)
             if cp is not None and cp.shard_end:
                 continue
-            if self.parent_pending(shard, checkpoints):
+            if shard.shard_id not in free and self.parent_pending(shard, checkpoints):
                 continue
             out.append(shard)
         # Oldest first: parents are listed before children by the API, keep that order stable.

@@ -16,12 +16,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from replicator.core.errors import StreamConfigError
+from replicator.core.stream_view import check_view_type
 from replicator.observe.emf import counter_totals, summary_line
 from replicator.runtime.lambda_function.batches import process_event
 from replicator.runtime.lambda_function.environment import environment
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
+
+    from replicator.core.config import Config
+
+log = structlog.get_logger(__name__)
 
 DEADLINE_MARGIN_S = 3.0
 """Time kept back from the invocation's remaining time to cancel retries, log and answer."""
@@ -45,11 +51,13 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
     """Replicate one ESM batch; return ``batchItemFailures`` naming the first record to retry, if any.
 
     Raises (a function error: Lambda retries the whole batch) only when the configuration is invalid,
-    the event is not a DynamoDB Streams event, or the record to retry has no sequence number to name it.
+    the stream's view type cannot serve it, the event is not a DynamoDB Streams event, or the record to
+    retry has no sequence number to name it.
     """
     started = time.monotonic()
     env = environment()
     raw_records = _records_of(event)
+    check_view_types(raw_records, env.cfg)
     budget_s = invocation_budget_s(context)
     request_id = getattr(context, "aws_request_id", None) or "local"
     before = counter_totals(env.metrics)
@@ -95,6 +103,21 @@ def _records_of(event: Mapping[str, Any]) -> list[dict[str, Any]]:
         if source is not None and source != "aws:dynamodb":
             raise ValueError(f"record {index} comes from {source!r}, not a DynamoDB stream")
     return records
+
+
+def check_view_types(raw_records: Sequence[Mapping[str, Any]], cfg: Config) -> None:
+    """Refuse the whole batch when a record's ``StreamViewType`` cannot serve ``cfg`` (the service's rule).
+
+    Raised before any record is processed: nothing is written or dead-lettered, and Lambda retries the
+    batch until the stream or the configuration is changed.
+    """
+    view_types = {raw.get("dynamodb", {}).get("StreamViewType") for raw in raw_records if isinstance(raw, dict)}
+    for view_type in sorted(v for v in view_types if isinstance(v, str)):
+        try:
+            check_view_type(view_type, cfg)
+        except StreamConfigError as exc:
+            log.error("stream_view_type_refused", view_type=view_type, action=str(exc))  # noqa: TRY400 - the message says what to set; a traceback adds nothing
+            raise
 
 
 def _function_name(context: LambdaContext | None) -> str:

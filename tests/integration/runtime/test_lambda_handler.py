@@ -12,6 +12,7 @@ import pytest
 import structlog
 from replicator_dev.local.common import create_table
 
+from replicator.core.errors import StreamConfigError
 from replicator.core.records import to_lambda_event
 from replicator.runtime import lambda_function
 
@@ -249,3 +250,39 @@ def test_replaying_a_whole_batch_is_idempotent(
     after = region_b.client().scan(TableName=target, ConsistentRead=True)["Items"]
     assert sorted(after, key=lambda i: i["pk"]["S"]) == sorted(before, key=lambda i: i["pk"]["S"])
     assert live_items(region_b, target) == live_items(region_a, source)
+
+
+@pytest.mark.parametrize(
+    ("view_type", "extra_env"),
+    [
+        ("KEYS_ONLY", {}),
+        ("OLD_IMAGE", {}),
+        ("NEW_IMAGE", {"REPLICATOR_REPLICATION__SKIP_ECHOES": "true"}),
+    ],
+)
+def test_a_stream_view_type_that_cannot_serve_the_config_fails_the_whole_batch(  # noqa: PLR0917 - fixtures
+    region_a: DynamoDBLocal, region_b: DynamoDBLocal, tables, configure, tmp_path: Path, view_type, extra_env
+) -> None:
+    """Events of a stream whose view type cannot keep the promise: the batch fails, nothing is dead-lettered."""
+    _, _, target = tables
+    source = f"{target}-{view_type.lower().replace('_', '-')}"
+    stream_arn = create_table(region_a.endpoint_url, source, stream_view_type=view_type)["LatestStreamArn"]
+    src = region_a.client()
+    src.put_item(TableName=source, Item={"pk": {"S": "a"}, "v": {"N": "1"}})
+    src.update_item(TableName=source, Key={"pk": {"S": "a"}}, UpdateExpression="SET v = :v",
+                    ExpressionAttributeValues={":v": {"N": "2"}})  # fmt: skip
+    events = stream_events(region_a, stream_arn, expected=2)
+    assert {e["dynamodb"]["StreamViewType"] for e in events} == {view_type}
+    dead = tmp_path / "dead.jsonl"
+    configure(
+        REPLICATOR_SOURCE__TABLE=source,
+        REPLICATOR_SOURCE__STREAM_ARN=stream_arn,
+        REPLICATOR_FAILURE__ON_FAILURE__DESTINATION=str(dead),
+        **extra_env,
+    )
+
+    with pytest.raises(StreamConfigError, match=view_type):
+        lambda_function.handler({"Records": events}, FakeContext())
+
+    assert not dead.exists() or dead.read_text() == ""
+    assert live_items(region_b, target) == {}

@@ -218,3 +218,47 @@ async def test_kinesis_source_replicates_duplicates_reordering_and_reshards(  # 
     assert checkpoints["shardId-000000000000"].shard_end
     # ...and then the children (empty: moto writes on to the closed parents) were being read.
     assert states == dict.fromkeys(children, "reading")
+
+
+async def test_records_that_are_not_dynamodb_changes_are_skipped_and_the_shard_goes_on(
+    moto_server: MotoServer, region_b, unique_name, tmp_path: Path
+) -> None:
+    """A shared stream's foreign data between two changes: both changes replicated, the foreign ones counted."""
+    kinesis = moto_server.client("kinesis")
+    stream, table, target = unique_name("ks"), unique_name("src"), unique_name("dst")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    create_table(region_b.endpoint_url, target)
+    producer = _Producer(kinesis, stream, table)
+    producer.put(producer.change("a", 1))
+    kinesis.put_record(StreamName=stream, Data=b"plain text from another producer", PartitionKey="x")
+    kinesis.put_record(StreamName=stream, Data=json.dumps({"order": 7}).encode(), PartitionKey="x")
+    producer.put(producer.change("b", 2))
+    cfg = Config(
+        source={
+            "kind": "kinesis",
+            "region": "us-east-1",
+            "table": table,
+            "stream_arn": arn,
+            "endpoint_url": moto_server.endpoint_url,
+        },
+        target={"region": "us-west-2", "table": target, "endpoint_url": region_b.endpoint_url},
+        checkpoint={"backend": "sqlite", "path": str(tmp_path / "cp.db")},
+        metrics={"enabled": False},
+        reader={"poll_interval_s": 0.05, "max_idle_poll_interval_s": 0.2, "shard_discovery_interval_s": 0.5},
+        starting_position="TRIM_HORIZON",
+    )
+    replicator = Replicator(cfg, shutdown_timeout_s=5)
+    task = asyncio.create_task(replicator.run())
+    try:
+        got = await _converged(producer, region_b, target)
+        assert got == producer.expected()
+        registry = replicator.metrics.registry
+        skipped = registry.get_sample_value(
+            "replicator_source_records_skipped_total", {"reason": "not_a_dynamodb_change"}
+        )
+        assert skipped == 2
+        assert not any(s.state == "stopped" for s in replicator.state.shards.values())
+    finally:
+        replicator.stop()
+        await task

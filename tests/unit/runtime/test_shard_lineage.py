@@ -178,3 +178,32 @@ async def test_stop_returns_while_discovery_retries_an_unreachable_stream(tmp_pa
     assert calls > 2  # discovery is retrying
     rep.stop()
     await asyncio.wait_for(task, timeout=5)
+
+
+async def test_latest_starts_every_shard_open_at_start_at_latest(tmp_path: Path) -> None:
+    """LATEST: an open child of a listed closed parent starts at LATEST at once; a later child at TRIM_HORIZON."""
+    stream = ScriptedStream()
+    stream.add_shard("p")
+    stream.put("p", "k", 1)
+    stream.close("p")
+    stream.add_shard("c", parent="p")
+    stream.put("c", "k", 2)  # before the start: not wanted with LATEST
+    target = RecordingTarget()
+    rep = _replicator(_config(tmp_path, starting_position="LATEST"), stream, target)
+
+    async def script() -> None:
+        while not any(req[0] == "c" for req in stream.iterator_requests):  # noqa: ASYNC110 - a scripted stream has no event
+            await asyncio.sleep(0.01)
+        stream.put("c", "k", 3)
+        while 3 not in target.values_of("k"):  # noqa: ASYNC110 - a scripted target has no event
+            await asyncio.sleep(0.01)
+        stream.close("c")
+        stream.add_shard("d", parent="c")
+        stream.put("d", "k", 4)
+
+    script_task = asyncio.create_task(script())
+    await _run_until(rep, lambda: 4 in target.values_of("k"))
+    await script_task
+    assert ("c", "LATEST", None) in stream.iterator_requests
+    assert ("d", "TRIM_HORIZON", None) in stream.iterator_requests
+    assert target.values_of("k") == [3, 4]

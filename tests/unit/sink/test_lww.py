@@ -76,7 +76,7 @@ def test_version_tiebreak_keeps_source_order_within_one_microsecond():
 
 
 @pytest.mark.parametrize(
-    ("ts", "tiebreak"), [(-1, "1"), (10**17, "1"), (0, "12a"), (0, "1" * (versions.TIEBREAK_DIGITS + 1))]
+    ("ts", "tiebreak"), [(-1, "1"), (10**17, "1"), (0, "12a"), (0, "1" * (versions.MAX_TIEBREAK_DIGITS + 1))]
 )
 def test_version_rejects_out_of_range_parts(ts, tiebreak):
     """Timestamps beyond 17 digits and non-decimal or overlong tie-breakers are refused."""

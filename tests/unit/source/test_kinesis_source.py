@@ -11,6 +11,8 @@ from botocore.exceptions import ClientError
 
 from replicator.core.errors import ExpiredIteratorError, ShardGoneError, TransientError
 from replicator.core.records import ChangeRecord
+from replicator.observe.metrics import Metrics
+from replicator.pipeline import version as versions
 from replicator.pipeline.version import change_version
 from replicator.source.api import ChangeSource, ShardIterator
 from replicator.source.kinesis import KinesisSource, creation_time_s, creation_time_us, to_change_record
@@ -271,3 +273,93 @@ async def test_read_errors_keep_the_contract(code: str, error: type[Exception]) 
     source = KinesisSource(fake, None, clock=lambda: 0.0, sleep=_no_sleep)
     with pytest.raises(error):
         await source.get_records(ShardIterator(ARN, "s", "it-0"), 100)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not json at all", "Data is not JSON"),
+        (b'{"hello": 1}', "no dynamodb object"),
+        (json.dumps({**PAYLOAD, "eventSource": "my:app"}).encode(), "eventSource is not aws:dynamodb"),
+    ],
+)
+async def test_a_record_that_is_not_a_change_is_skipped_counted_and_named(
+    data: bytes, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A foreign record on a shared stream is skipped (metric, log with its sequence number), not a shard stop."""
+    now = [0.0]
+    good = json.dumps(PAYLOAD).encode()
+    page = {
+        "Records": [{"SequenceNumber": "1", "Data": data}, {"SequenceNumber": "2", "Data": good}],
+        "NextShardIterator": "it-1",
+    }
+    metrics = Metrics()
+    api = KinesisSource(_FakeKinesis([page], now), None, clock=lambda: now[0], sleep=_no_sleep, metrics=metrics)
+    iterator = await api.get_iterator("arn", "s", "TRIM_HORIZON")
+    records, _ = await api.get_records(iterator, 1000)
+    assert [r.sequence_number for r in records] == ["2"]
+    skipped = metrics.registry.get_sample_value(
+        "replicator_source_records_skipped_total", {"reason": "not_a_dynamodb_change"}
+    )
+    assert skipped == 1
+    out = capsys.readouterr().out
+    assert "kinesis_record_skipped" in out
+    assert reason in out
+    assert "hello" not in out
+    assert "not json at all" not in out
+
+
+async def test_another_tables_change_is_skipped_and_counted() -> None:
+    """A change of another table on a shared stream is skipped and counted with reason other_table."""
+    now = [0.0]
+    other = json.dumps({**PAYLOAD, "tableName": "Invoices"}).encode()
+    page = {"Records": [{"SequenceNumber": "1", "Data": other}], "NextShardIterator": "it-1"}
+    metrics = Metrics()
+    api = KinesisSource(
+        _FakeKinesis([page], now), None, table="Orders", clock=lambda: now[0], sleep=_no_sleep, metrics=metrics
+    )
+    records, _ = await api.get_records(await api.get_iterator("arn", "s", "TRIM_HORIZON"), 1000)
+    assert records == []
+    assert metrics.registry.get_sample_value("replicator_source_records_skipped_total", {"reason": "other_table"}) == 1
+
+
+async def test_pacing_state_is_kept_only_for_listed_shards_and_dropped_at_shard_end() -> None:
+    """_next_call does not grow with shards that ended or left the listing."""
+    now = [0.0]
+    data = json.dumps(PAYLOAD).encode()
+    pages = [
+        {"Records": [{"SequenceNumber": "1", "Data": data}], "NextShardIterator": "it-1"},
+        {"Records": [{"SequenceNumber": "2", "Data": data}]},  # closed shard read to its end
+    ]
+    api = KinesisSource(_FakeKinesis(pages, now), None, clock=lambda: now[0], sleep=_no_sleep)
+    await api.list_shards("arn")
+    iterator: ShardIterator | None = await api.get_iterator("arn", "s", "TRIM_HORIZON")
+    assert iterator is not None
+    _, iterator = await api.get_records(iterator, 1000)
+    api._next_call["gone"] = 5.0  # a shard read earlier, no longer listed
+    assert iterator is not None
+    _, iterator = await api.get_records(iterator, 1000)
+    assert iterator is None
+    assert "s" not in api._next_call
+    await api.list_shards("arn")
+    assert api._next_call == {}
+
+
+@pytest.mark.parametrize("digits", [57, 80, 129])
+def test_sequence_numbers_up_to_129_digits_make_versions_that_keep_numeric_order(digits: int) -> None:
+    """A longer Kinesis sequence number encodes, sorts above every 56-digit one and in numeric order."""
+    long_seq = "4" + "0" * (digits - 2) + "1"
+    longer = str(int(long_seq) + 1)
+    stored = versions.encode(1, "us-east-1", "9" * 56)  # the largest tie-breaker encodable before
+    a, b = versions.encode(1, "us-east-1", long_seq), versions.encode(1, "us-east-1", longer)
+    assert stored < a < b
+    assert versions.encode(2, "us-east-1", "1") > b  # the timestamp still decides first
+    assert versions.timestamp_of(a) == 1
+
+
+def test_short_sequence_numbers_keep_their_stored_encoding() -> None:
+    """Versions of sequence numbers of 56 digits or fewer are encoded exactly as before (stored ones compare)."""
+    assert versions.encode(1, "r", SEQ) == f"{1:017d}#r#{SEQ}"
+    assert versions.encode(1, "r", "123") == f"{1:017d}#r#{'123':0>56}"
+    with pytest.raises(ValueError, match="129 digits"):
+        versions.encode(1, "r", "1" * 130)
