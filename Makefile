@@ -22,10 +22,10 @@ export DEBIAN_FRONTEND := noninteractive
 
 venv: $(VENV_STAMP)
 
+# The runtime dependencies at the locked (tested, shipped) versions; dev tools within their ranges.
+# Versions only: hashes in a constraints file would put pip in hash-checking mode, which refuses -e.
 $(VENV_STAMP): pyproject.toml dev/pyproject.toml requirements.lock
 	$(PYTHON) -m venv --clear $(VENV)
-	# The runtime dependencies at the locked (tested, shipped) versions; dev tools within their ranges.
-	# Versions only: hashes in a constraints file would put pip in hash-checking mode, which refuses -e.
 	grep -E '^[A-Za-z0-9]' requirements.lock | sed 's/[ ;].*//' > $(VENV)/lock-constraints.txt
 	$(VENV)/bin/pip install --quiet -c $(VENV)/lock-constraints.txt -e '.[dev]' -e ./dev
 	touch $@
