@@ -6,10 +6,17 @@
 #   docker run --rm -v "$PWD/config.yaml:/etc/replicator/config.yaml:ro" -p 9108:9108 replicator
 #   docker run --rm -e REPLICATOR_SOURCE__REGION=... -e REPLICATOR_TARGET__TABLE=... replicator check-config
 #
-# Two stages: the builder compiles/installs the package and its dependencies into a venv; the
-# final stage copies only that venv, so no compiler, pip cache or source tree ships.
+# Two stages: the builder installs the locked dependencies (requirements.lock: exact versions and
+# hashes, so a rebuild gets the same bytes) and the package into a venv; the final stage copies only
+# that venv, so no compiler, pip, setuptools, cache or source tree ships.
+#
+# The base image is pinned by digest as well as tag: the tag alone moves with every upstream rebuild.
+# The digest is the multi-arch index of python:3.11.14-slim-bookworm as published references give it;
+# it was not pulled on the development machine (no Docker engine there). Check or refresh it with
+#   docker buildx imagetools inspect python:3.11.14-slim-bookworm
+# (the "Digest:" line, the index, so both amd64 and arm64 tasks resolve it).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 FROM ${PYTHON_IMAGE} AS builder
 
@@ -18,12 +25,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 RUN python -m venv /opt/venv
 WORKDIR /src
+# The lock alone first: this layer (the slow one) is rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY replicator ./replicator
-# Non-editable install (pip byte-compiles it), so the venv is independent of /src; `--help`
-# fails the build if the console script cannot import.
-RUN /opt/venv/bin/pip install . \
-    && /opt/venv/bin/replicator --help > /dev/null
+# Non-editable install (pip byte-compiles it), so the venv is independent of /src; --no-deps: every
+# dependency came from the lock above. `--help` fails the build if the console script cannot import.
+# Then pip and setuptools leave the venv: nothing installs packages at run time.
+RUN /opt/venv/bin/pip install --no-deps . \
+    && /opt/venv/bin/replicator --help > /dev/null \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
 
 
 FROM ${PYTHON_IMAGE}
@@ -40,10 +52,13 @@ LABEL org.opencontainers.image.title="replicator" \
 # credential_process helper). The slim image has no tini; Debian's package is ~60 kB.
 # DL3008 (pin apt versions) is ignored: an exact Debian version disappears from the mirror at the
 # next security update and breaks the build; the bookworm base tag already fixes the release.
+# The base image's own pip and setuptools go too (the replicator runs from /opt/venv).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && python -m pip uninstall --yes pip setuptools wheel \
+    && rm -rf /root/.cache
 
 # A fixed numeric uid/gid so mounted config/secret files can be granted to it, and so
 # Kubernetes-style runAsNonRoot checks can verify it without reading /etc/passwd.

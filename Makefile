@@ -18,13 +18,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: venv deps apt-tools dynamodb-local test demo lint bench bench-smoke lambda-package docs
+.PHONY: venv deps apt-tools dynamodb-local test demo lint bench bench-smoke lambda-package docs lock
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): pyproject.toml dev/pyproject.toml
+# The runtime dependencies at the locked (tested, shipped) versions; dev tools within their ranges.
+# Versions only: hashes in a constraints file would put pip in hash-checking mode, which refuses -e.
+$(VENV_STAMP): pyproject.toml dev/pyproject.toml requirements.lock
 	$(PYTHON) -m venv --clear $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[dev]' -e ./dev
+	grep -E '^[A-Za-z0-9]' requirements.lock | sed 's/[ ;].*//' > $(VENV)/lock-constraints.txt
+	$(VENV)/bin/pip install --quiet -c $(VENV)/lock-constraints.txt -e '.[dev]' -e ./dev
 	touch $@
 
 dynamodb-local: venv
@@ -63,11 +66,24 @@ bench: deps
 bench-smoke: deps
 	$(VENV)/bin/python bench/run.py --smoke
 
+# lock: re-resolve requirements.lock (every runtime dependency, exact versions and hashes, for any
+# platform) from pyproject.toml's ranges; the Dockerfile and lambda-package install from it.
+lock: venv
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	  --upgrade --quiet --output-file requirements.lock
+
 # lambda-package: dist/lambda.zip for deploy/lambda/template.yaml (replicator + manylinux wheels of its
-# runtime dependencies, pinned to the venv's tested versions; deterministic). LAMBDA_ARCH=arm64 for Graviton.
+# runtime dependencies, pinned by requirements.lock; deterministic). LAMBDA_ARCH=arm64 for Graviton;
+# LAMBDA_PYTHON=3.12 for the python3.12 runtime (pycs need that interpreter: LAMBDA_PYTHON_BIN, or
+# LAMBDA_ARGS=--no-compile); LAMBDA_ARGS=--prune-botocore-data for the smaller zip.
 LAMBDA_ARCH ?= x86_64
+LAMBDA_PYTHON ?= 3.11
+LAMBDA_PYTHON_BIN ?= $(VENV)/bin/python
+LAMBDA_ARGS ?=
+LAMBDA_ZIP ?= dist/lambda.zip
 lambda-package: venv
-	$(VENV)/bin/python scripts/build_lambda_zip.py --output dist/lambda.zip --arch $(LAMBDA_ARCH)
+	$(LAMBDA_PYTHON_BIN) scripts/build_lambda_zip.py --output $(LAMBDA_ZIP) --arch $(LAMBDA_ARCH) \
+	  --python-version $(LAMBDA_PYTHON) $(LAMBDA_ARGS)
 
 # docs/configuration.md is rendered from the config model; a unit test fails when it is stale.
 docs: venv

@@ -2,12 +2,14 @@
 """Build ``dist/lambda.zip``: the ``replicator`` package and its runtime dependencies for AWS Lambda.
 
     python scripts/build_lambda_zip.py [--output dist/lambda.zip] [--arch x86_64|arm64]
+        [--python-version 3.11|3.12|3.13] [--prune-botocore-data]
 
 - Dependencies are the ``[project] dependencies`` of pyproject.toml, less the ones only the command
   line uses (``rich``: also, when present, structlog imports it for tracebacks, ~80 ms of cold start).
-  They are installed with ``pip install --target`` as manylinux wheels for CPython 3.11 (the function's
-  runtime), never built from source, and pinned to the versions installed in the interpreter running
-  this script (the tested ones). botocore is included, pinned to what aiobotocore requires: Lambda's
+  They are installed with ``pip install --target`` as manylinux wheels for CPython ``--python-version``
+  (the function's runtime, the SAM template's ``Runtime``), never built from source, and pinned to the
+  versions in ``requirements.lock`` (the tested set; ``make lock`` refreshes it; ``--no-pin`` lets pip
+  choose). botocore is included, pinned to what aiobotocore requires: Lambda's
   bundled boto3/botocore is of whatever version the runtime carries, and /var/task comes first on
   sys.path, so the zip's copy is the one imported.
 - ``replicator/`` is copied from the source tree (no build step writes into the checkout).
@@ -16,6 +18,9 @@
   into ``__pycache__`` as unchecked-hash pycs (``--no-compile`` to skip): /var/task is read-only, so
   without them each cold start compiles every module it imports. Such pycs hold no timestamp and name
   sources as ``/var/task/...``, so they are reproducible.
+- ``--prune-botocore-data`` keeps only the API models of the services the replicator calls
+  (``PRUNED_SERVICES``) out of botocore's ~400: a smaller zip (see the README's Cold start section for
+  the figures). A client of any other service would then fail to load its model.
 - The zip is deterministic: entries sorted, timestamps fixed (1980-01-01), permissions normalised.
   Building twice from the same inputs gives the same bytes (the script prints the SHA-256).
 
@@ -45,7 +50,12 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON_VERSION = "3.11"
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+"""Lambda runtimes the zip can be built for (the SAM template's ``Runtime`` allowed values)."""
+PYTHON_VERSION = PYTHON_VERSIONS[0]
+LOCK_FILE = ROOT / "requirements.lock"
+PRUNED_SERVICES = frozenset({"dynamodb", "dynamodbstreams", "kinesis", "sqs", "sts"})
+"""botocore service models kept by ``--prune-botocore-data``: every service the replicator creates a client of."""
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 EXCLUDED_DEPENDENCIES = frozenset({"rich", "click"})
 """Needed by the command line and the operator tools only; never imported by the handler."""
@@ -90,6 +100,32 @@ def installed_pins() -> list[str]:
     return [pins[name] for name in sorted(pins)]
 
 
+def lock_pins(lock: Path) -> list[str]:
+    """``name==version`` of every package in a pip-compile/uv lock file (hashes and comments left out)."""
+    pins = []
+    for line in lock.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if match:
+            pins.append(f"{canonical(match.group(1))}=={match.group(2)}")
+    if not pins:
+        raise SystemExit(f"{lock} pins nothing: regenerate it with `make lock`")
+    return sorted(pins)
+
+
+def prune_botocore_data(root: Path, keep: Iterable[str] = PRUNED_SERVICES) -> int:
+    """Delete botocore's service models except ``keep`` (the shared files at data/'s top stay); bytes freed."""
+    data = root / "botocore" / "data"
+    kept = frozenset(keep)
+    missing = sorted(name for name in kept if not (data / name).is_dir())
+    if missing:
+        raise SystemExit(f"botocore/data has no model for {missing}: is botocore installed in {root}?")
+    freed = 0
+    for service in sorted(p for p in data.iterdir() if p.is_dir() and p.name not in kept):
+        freed += sum(f.stat().st_size for f in service.rglob("*") if f.is_file())
+        shutil.rmtree(service)
+    return freed
+
+
 def pip_install(
     requirements: Sequence[str],
     target: Path,
@@ -97,6 +133,7 @@ def pip_install(
     platform: str,
     cache_dir: Path,
     constraints: Path | None,
+    python_version: str = PYTHON_VERSION,
 ) -> None:
     """Install manylinux wheels of ``requirements`` (and their dependencies) into ``target``."""
     cmd = [
@@ -111,7 +148,7 @@ def pip_install(
         "--implementation",
         "cp",
         "--python-version",
-        PYTHON_VERSION,
+        python_version,
         "--only-binary=:all:",
         "--no-compile",
         "--no-warn-script-location",
@@ -152,12 +189,13 @@ def strip_tree(root: Path) -> None:
             path.unlink()
 
 
-def compile_tree(root: Path) -> None:
+def compile_tree(root: Path, python_version: str = PYTHON_VERSION) -> None:
     """Compile every module into unchecked-hash pycs naming sources under /var/task (reproducible)."""
-    if f"{sys.version_info.major}.{sys.version_info.minor}" != PYTHON_VERSION:
+    if f"{sys.version_info.major}.{sys.version_info.minor}" != python_version:
         raise SystemExit(
-            f"pycs must be compiled by Python {PYTHON_VERSION} (the runtime's); this is "
-            f"{sys.version_info.major}.{sys.version_info.minor}: use --no-compile or the right interpreter"
+            f"pycs must be compiled by Python {python_version} (the runtime's); this is "
+            f"{sys.version_info.major}.{sys.version_info.minor}: use --no-compile or run this script with "
+            f"python{python_version}"
         )
     ok = compileall.compile_dir(
         root,
@@ -210,6 +248,9 @@ def build(
     pin: bool = True,
     compile_pycs: bool = True,
     build_dir: Path | None = None,
+    python_version: str = PYTHON_VERSION,
+    lock: Path = LOCK_FILE,
+    prune: bool = False,
 ) -> Path:
     """Build the zip at ``output``; returns it. ``build_dir`` (default: a temporary one) is emptied first."""
     with tempfile.TemporaryDirectory(prefix="lambda-build-") as scratch:
@@ -220,18 +261,21 @@ def build(
         constraints = None
         if pin:
             constraints = Path(scratch) / "constraints.txt"
-            constraints.write_text("\n".join(installed_pins()) + "\n", encoding="utf-8")
+            constraints.write_text("\n".join(lock_pins(lock)) + "\n", encoding="utf-8")
         pip_install(
             runtime_requirements(ROOT / "pyproject.toml"),
             tree,
             platform=PLATFORMS[arch],
             cache_dir=cache_dir,
             constraints=constraints,
+            python_version=python_version,
         )
+        if prune:
+            prune_botocore_data(tree)
         copy_package(ROOT / "replicator", tree / "replicator")
         strip_tree(tree)
         if compile_pycs:
-            compile_tree(tree)
+            compile_tree(tree, python_version)
         write_zip(tree, output)
     return output
 
@@ -243,7 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64", help="the function's architecture")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "pip", help="pip's download cache")
     parser.add_argument("--build-dir", type=Path, default=None, help="keep the unpacked tree here (emptied first)")
-    parser.add_argument("--no-pin", action="store_true", help="let pip pick versions instead of this venv's")
+    parser.add_argument("--python-version", choices=PYTHON_VERSIONS, default=PYTHON_VERSION, help="the runtime")
+    parser.add_argument("--lock", type=Path, default=LOCK_FILE, help="pins (default: requirements.lock)")
+    parser.add_argument(
+        "--prune-botocore-data", action="store_true", help=f"keep only {', '.join(sorted(PRUNED_SERVICES))}"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="let pip pick versions instead of the lock's")
     parser.add_argument("--no-compile", action="store_true", help="ship sources only (slower cold starts)")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -254,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pin=not args.no_pin,
         compile_pycs=not args.no_compile,
         build_dir=args.build_dir,
+        python_version=args.python_version,
+        lock=args.lock,
+        prune=args.prune_botocore_data,
     )
     with zipfile.ZipFile(output) as archive:
         entries = archive.infolist()

@@ -14,17 +14,26 @@ import contextlib
 import dataclasses
 from typing import TYPE_CHECKING
 
+import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.credentials import CredentialProvider
 
-from replicator.aws.lean import LeanDynamoDB, LeanStreams, lean_capable
+from replicator import __version__
+from replicator.aws.lean import LeanDynamoDB, LeanStreams, SessionCredentials, lean_blocker
 from replicator.core.config import Config
 from replicator.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from aiobotocore.credentials import AioRefreshableCredentials
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+    from types_aiobotocore_sts.type_defs import AssumeRoleRequestTypeDef
 
+
+log = structlog.get_logger(__name__)
 
 POOL_CONNECTIONS = 10
 """Connections in botocore's pool per client, unless ``client_config`` is given another number."""
@@ -44,6 +53,8 @@ def client_config(max_pool_connections: int = POOL_CONNECTIONS) -> AioConfig:
         max_pool_connections=max_pool_connections,
         tcp_keepalive=True,
         parameter_validation=False,
+        # Requests name replicator and its version in the User-Agent, as the lean path's do.
+        user_agent_extra=f"lib/replicator#{__version__}",
     )
 
 
@@ -72,27 +83,71 @@ class Clients:
         return self.checkpoint
 
 
-def _open_lean_writes(
-    stack: contextlib.AsyncExitStack, client: DynamoDBClient, max_connections: int
+def _path_chosen(name: str, operations: str, *, enabled: bool, blocker: str | None) -> bool:
+    """Log (once, at start-up) which path ``name``'s hot-path calls take and why; True for the lean one."""
+    if not enabled:
+        log.info("aws_client_path", client=name, operations=operations, path="botocore", reason="disabled in config")
+        return False
+    if blocker is not None:
+        log.info("aws_client_path", client=name, operations=operations, path="botocore", reason=blocker)
+        return False
+    log.info("aws_client_path", client=name, operations=operations, path="lean", reason="enabled in config")
+    return True
+
+
+async def _open_lean_writes(
+    stack: contextlib.AsyncExitStack,
+    client: DynamoDBClient,
+    credentials: SessionCredentials | None,
+    *,
+    enabled: bool,
+    max_connections: int,
 ) -> LeanDynamoDB | None:
-    if not lean_capable(client):
+    if not _path_chosen("target", "PutItem,DeleteItem", enabled=enabled, blocker=lean_blocker(client, credentials)):
         return None
-    lean = LeanDynamoDB(client, max_connections=max_connections)
+    lean = LeanDynamoDB(client, credentials=credentials, max_connections=max_connections)
     stack.push_async_callback(lean.close)
     return lean
 
 
 def _open_lean_streams(
-    stack: contextlib.AsyncExitStack, client: DynamoDBStreamsClient, max_connections: int
+    stack: contextlib.AsyncExitStack,
+    client: DynamoDBStreamsClient,
+    credentials: SessionCredentials | None,
+    *,
+    enabled: bool,
+    max_connections: int,
 ) -> DynamoDBStreamsClient | LeanStreams:
-    if not lean_capable(client):
+    if not _path_chosen("streams", "GetRecords", enabled=enabled, blocker=lean_blocker(client, credentials)):
         return client
-    lean = LeanDynamoDB(client, max_connections=max_connections, target_prefix="DynamoDBStreams_20120810")
+    lean = LeanDynamoDB(
+        client, credentials=credentials, max_connections=max_connections, target_prefix="DynamoDBStreams_20120810"
+    )
     stack.push_async_callback(lean.close)
     return LeanStreams(client, lean)
 
 
-async def _assumed_role_session(stack: contextlib.AsyncExitStack, role_arn: str, region: str) -> AioSession:
+class _AssumeRoleProvider(CredentialProvider):
+    """Credentials from assuming the target account's role, refreshed before they expire.
+
+    Put first in the session's provider chain through the public ``credential_provider`` component.
+    """
+
+    METHOD = "replicator-assume-role"
+    CANONICAL_NAME = "replicator-assume-role"
+
+    def __init__(self, load: Callable[[], Awaitable[AioRefreshableCredentials]]) -> None:
+        super().__init__()
+        self._load = load
+
+    async def load(self) -> AioRefreshableCredentials:
+        """The role's credentials (awaited by aiobotocore's resolver)."""
+        return await self._load()
+
+
+async def _assumed_role_session(
+    stack: contextlib.AsyncExitStack, role_arn: str, region: str, external_id: str | None = None
+) -> AioSession:
     """A session whose credentials come from assuming ``role_arn`` (cross-account target), refreshed."""
     from aiobotocore.credentials import AioRefreshableCredentials  # noqa: PLC0415 - only for cross-account
 
@@ -101,7 +156,10 @@ async def _assumed_role_session(stack: contextlib.AsyncExitStack, role_arn: str,
     )
 
     async def refresh() -> dict[str, str]:
-        creds = (await sts.assume_role(RoleArn=role_arn, RoleSessionName="replicator"))["Credentials"]
+        request: AssumeRoleRequestTypeDef = {"RoleArn": role_arn, "RoleSessionName": "replicator"}
+        if external_id is not None:
+            request["ExternalId"] = external_id
+        creds = (await sts.assume_role(**request))["Credentials"]
         return {
             "access_key": creds["AccessKeyId"],
             "secret_key": creds["SecretAccessKey"],
@@ -109,11 +167,13 @@ async def _assumed_role_session(stack: contextlib.AsyncExitStack, role_arn: str,
             "expiry_time": creds["Expiration"].isoformat(),
         }
 
+    async def load() -> AioRefreshableCredentials:
+        return AioRefreshableCredentials.create_from_metadata(
+            metadata=await refresh(), refresh_using=refresh, method="sts-assume-role"
+        )
+
     session = get_session()
-    # No public setter for refreshable credentials (so the stubs do not declare the attribute either).
-    session._credentials = AioRefreshableCredentials.create_from_metadata(  # type: ignore[attr-defined]  # noqa: SLF001
-        metadata=await refresh(), refresh_using=refresh, method="sts-assume-role"
-    )
+    session.get_component("credential_provider").insert_before("env", _AssumeRoleProvider(load))
     return session
 
 
@@ -128,10 +188,14 @@ async def open_clients(stack: contextlib.AsyncExitStack, cfg: Config) -> Clients
     streams_client = await stack.enter_async_context(
         session.create_client("dynamodbstreams", region_name=src.region, endpoint_url=src.endpoint_url, config=conf)
     )
-    streams: DynamoDBStreamsClient | LeanStreams = streams_client
-    if cfg.reader.lean_get_records:
-        # As many connections as botocore's pool (``conf``): every shard polls about 4 times a second.
-        streams = _open_lean_streams(stack, streams_client, POOL_CONNECTIONS)
+    # As many connections as botocore's pool (``conf``): every shard polls about 4 times a second.
+    streams = _open_lean_streams(
+        stack,
+        streams_client,
+        await session.get_credentials(),
+        enabled=cfg.reader.lean_get_records,
+        max_connections=POOL_CONNECTIONS,
+    )
     tgt = cfg.target
     target = await open_target_client(stack, cfg, session=session)
     cp = cfg.checkpoint
@@ -158,7 +222,7 @@ async def open_target_client(
     tgt = cfg.target
     target_session = session or get_session()
     if tgt.role_arn:
-        target_session = await _assumed_role_session(stack, tgt.role_arn, tgt.region)
+        target_session = await _assumed_role_session(stack, tgt.role_arn, tgt.region, tgt.external_id)
     client = await stack.enter_async_context(
         target_session.create_client(
             "dynamodb",
@@ -167,7 +231,11 @@ async def open_target_client(
             config=client_config(max_pool_connections=tgt.max_concurrent_writes),
         )
     )
-    lean = None
-    if tgt.lean_writes:
-        lean = _open_lean_writes(stack, client, tgt.max_concurrent_writes)
+    lean = await _open_lean_writes(
+        stack,
+        client,
+        await target_session.get_credentials(),
+        enabled=tgt.lean_writes,
+        max_connections=tgt.max_concurrent_writes,
+    )
     return TargetClient(client, lean)

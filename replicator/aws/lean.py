@@ -7,8 +7,13 @@ building, event hooks, parameter validation, serialisation and signing, none of 
 call needs per call.
 
 A client the lean path cannot stand in for (a proxy, dual-stack or FIPS endpoints, a client
-certificate: ``lean_capable``) or whose calls a ``before-send`` handler intercepts (moto's mock_aws, a
+certificate: ``lean_blocker``) or whose calls a ``before-send`` handler intercepts (moto's mock_aws, a
 stub, fault injection: ``intercepted``) keeps botocore.
+
+Parity with botocore where operators notice: the endpoint is the one botocore's endpoint rules choose
+(so the account-ID endpoint ``https://<account>.ddb.<region>.amazonaws.com`` when the credentials carry an
+account ID and ``account_id_endpoint_mode`` allows it), the User-Agent names replicator and its version
+in botocore's format, and errors carry the AWS request id (``x-amzn-RequestId``) where botocore puts it.
 """
 
 from __future__ import annotations
@@ -18,16 +23,20 @@ import hashlib
 import hmac
 import json
 import os
+import platform
 import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, Unpack, cast
 from urllib.parse import urlsplit
 
 import aiohttp
+import botocore
+import structlog
 from aiobotocore.client import AioBaseClient
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
 from botocore.httpsession import get_cert_path
 
+from replicator import __version__
 from replicator.core.codec import decode_item, json_default
 
 if TYPE_CHECKING:
@@ -43,6 +52,64 @@ if TYPE_CHECKING:
         GetShardIteratorOutputTypeDef,
     )
 
+log = structlog.get_logger(__name__)
+
+REQUEST_ID_HEADER = "x-amzn-requestid"
+"""Where DynamoDB and DynamoDB Streams put the request id that AWS Support asks for."""
+
+
+def user_agent() -> str:
+    """The lean path's User-Agent: replicator's name and version, then botocore's fields (``ua/2.1`` format)."""
+    return (
+        f"replicator/{__version__} Botocore/{botocore.__version__} ua/2.1 "
+        f"os/{platform.system().lower()}#{platform.release()} lang/python#{platform.python_version()} "
+        f"md/pyimpl#{platform.python_implementation()} lib/replicator#{__version__} md/transport#lean"
+    )
+
+
+def _response_metadata(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
+    # botocore's shape: lower-cased header names, the request id under RequestId (when AWS sent one).
+    lowered = {name.lower(): value for name, value in headers.items()}
+    meta: dict[str, Any] = {"HTTPStatusCode": status, "HTTPHeaders": lowered, "RetryAttempts": 0}
+    if REQUEST_ID_HEADER in lowered:
+        meta["RequestId"] = lowered[REQUEST_ID_HEADER]
+    return meta
+
+
+def _client_error(operation: str, status: int, headers: Mapping[str, str], payload: bytes) -> ClientError:
+    """The ClientError botocore raises for a non-2xx answer, whatever its body (JSON error, HTML page, nothing)."""
+    try:
+        error = json.loads(payload)
+    except ValueError:  # HTML 5xx from a load balancer, a proxy's 403 page, an empty or cut body
+        error = None
+    if not isinstance(error, dict):
+        error = {}
+    code = str(error.get("__type", "")).rpartition("#")[2] or f"HTTP{status}"
+    message = str(error.get("message") or error.get("Message") or "")
+    # The stubs require every ResponseMetadata key; botocore's readers (and errors.py) need only these.
+    error_response = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": _response_metadata(status, headers),
+    }
+    return ClientError(error_response, operation)  # type: ignore[arg-type]
+
+
+def _json_object(operation: str, payload: bytes) -> dict[str, Any]:
+    """A 2xx body as a JSON object; ValueError for a cut body or JSON that is not an object (a proxy's)."""
+    result = json.loads(payload) if payload else {}
+    if not isinstance(result, dict):
+        # ValueError, not TypeError: the caller treats it as a broken response, like a cut body.
+        raise ValueError(f"{operation} answered with a JSON {type(result).__name__}, not an object")  # noqa: TRY004
+    return result
+
+
+class SessionCredentials(Protocol):
+    """What the lean path needs of a session's credentials (aiobotocore's static or refreshable ones)."""
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        """The current key, secret and token, refreshed first when they are about to expire."""
+        ...
+
 
 class LeanDynamoDB:
     """DynamoDB (or DynamoDB Streams) calls as signed JSON POSTs on one aiohttp session: the hot paths.
@@ -57,19 +124,23 @@ class LeanDynamoDB:
         self,
         client: AioBaseClient,
         *,
+        credentials: SessionCredentials | None = None,
         max_connections: int,
         connect_timeout_s: float = 3,
         read_timeout_s: float = 10,
         target_prefix: str = "DynamoDB_20120810",
     ) -> None:
-        """Shadow ``client``; the HTTP session is opened on first use (inside the event loop)."""
+        """Shadow ``client``, signing with ``credentials`` (the session's, which the client signs with too).
+
+        The HTTP session is opened on first use (inside the event loop).
+        """
         self._client = client
+        self._credentials = credentials
         self._target_prefix = target_prefix
-        self._url = str(client.meta.endpoint_url)
         self._region = str(client.meta.region_name)
-        self._host = urlsplit(self._url).netloc
-        # An endpoint_url with a path (a gateway) is signed with that path, as botocore does.
-        self._path = urlsplit(self._url).path or "/"
+        self._use_url(str(client.meta.endpoint_url))
+        self._resolved: dict[tuple[str, object], str] = {}
+        self._user_agent = user_agent()
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -94,6 +165,30 @@ class LeanDynamoDB:
                     if part in ddb:
                         ddb[part] = decode_item(ddb[part])
         return result
+
+    def _use_url(self, url: str) -> None:
+        self._url = url
+        self._host = urlsplit(url).netloc
+        # An endpoint_url with a path (a gateway) is signed with that path, as botocore does.
+        self._path = urlsplit(url).path or "/"
+
+    async def _endpoint(self, operation: str, params: Mapping[str, object]) -> None:
+        """Send to the URL botocore's endpoint rules give this operation (an account-ID endpoint, say).
+
+        Resolved once per operation and table: the inputs (region, configured endpoint, the credentials'
+        account, ``account_id_endpoint_mode``) do not change for a client's life.
+        """
+        key = (operation, params.get("TableName"))
+        url = self._resolved.get(key)
+        if url is None:
+            model = self._client.meta.service_model.operation_model(operation)
+            # botocore's own resolver (private: there is no public one); test_lean checks it against the
+            # URL botocore sends to, so a botocore change fails a test instead of sending elsewhere.
+            resolve = self._client._resolve_endpoint_ruleset  # type: ignore[attr-defined]  # noqa: SLF001 - see above
+            url = str((await resolve(model, dict(params), {"client_config": self._client.meta.config}))[0])
+            self._resolved[key] = url
+        if url != self._url:
+            self._use_url(url)
 
     async def close(self) -> None:
         """Close the HTTP session."""
@@ -143,6 +238,8 @@ class LeanDynamoDB:
         headers["authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
         )
+        # Unsigned, as botocore leaves it: proxies rewrite User-Agent, which would break a signature.
+        headers["user-agent"] = self._user_agent
         return headers
 
     async def _call(self, operation: str, params: Mapping[str, object]) -> dict[str, Any]:
@@ -154,19 +251,23 @@ class LeanDynamoDB:
                 timeout=self._timeout,
                 skip_auto_headers=("User-Agent",),
             )
-        # The client's own credentials, refreshed by it (private, so not in the stubs either).
-        signer = self._client._request_signer  # type: ignore[attr-defined]  # noqa: SLF001 - see above
-        creds = await signer._credentials.get_frozen_credentials()  # noqa: SLF001 - see above
+        if self._credentials is None:
+            raise NoCredentialsError
+        # The session's credentials object, refreshed by botocore (assumed roles, instance profiles).
+        creds = await self._credentials.get_frozen_credentials()
+        await self._endpoint(operation, params)
         body = json.dumps(params, separators=(",", ":"), default=json_default).encode()
         headers = self._headers(operation, body, creds)
         try:
             async with self._session.post(self._url, data=body, headers=headers) as resp:
                 payload = await resp.read()
                 status = resp.status
+                response_headers: Mapping[str, str] = resp.headers
             if status < 300:  # noqa: PLR2004 - HTTP 2xx
                 # Only a body naming a B or BS value needs the walk that turns base64 into bytes.
                 self._has_binary = b'"B' in payload
-                result: dict[str, Any] = json.loads(payload) if payload else {}
+                result = _json_object(operation, payload)
+                result["ResponseMetadata"] = _response_metadata(status, response_headers)
                 return result
         except (aiohttp.ClientError, ValueError) as exc:
             if isinstance(exc, OSError):
@@ -174,16 +275,7 @@ class LeanDynamoDB:
             # Broken responses and transport errors that are not OSErrors: botocore's own wrapper, which
             # the retry loop treats as transient, exactly as if botocore had sent the request.
             raise HTTPClientError(error=exc) from exc
-        try:
-            error = json.loads(payload)
-            code = str(error.get("__type", "")).rpartition("#")[2] or f"HTTP{status}"
-            message = str(error.get("message") or error.get("Message") or "")
-        except ValueError:
-            code, message = f"HTTP{status}", ""
-        meta = {"HTTPStatusCode": status}
-        # The stubs require every ResponseMetadata key; botocore's readers (and errors.py) need only this one.
-        error_response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": meta}
-        raise ClientError(error_response, operation)  # type: ignore[arg-type]
+        raise _client_error(operation, status, response_headers, payload)
 
 
 def intercepted(client: AioBaseClient, operation: str) -> bool:
@@ -208,7 +300,16 @@ def write_transport(client: DynamoDBClient, lean: LeanDynamoDB | None) -> Dynamo
     ``client`` as well when a ``before-send`` handler intercepts PutItem or DeleteItem (decided now, when
     the writer is built: a handler registered later is not seen).
     """
-    if lean is None or intercepted(client, "PutItem") or intercepted(client, "DeleteItem"):
+    if lean is None:
+        return client
+    if intercepted(client, "PutItem") or intercepted(client, "DeleteItem"):
+        log.info(
+            "aws_client_path",
+            client="target",
+            operations="PutItem,DeleteItem",
+            path="botocore",
+            reason="a before-send handler intercepts the calls",
+        )
         return client
     return lean
 
@@ -249,23 +350,31 @@ class _ConfigOptions(Protocol):
     client_cert: str | tuple[str, str] | None
 
 
-def lean_capable(client: object) -> bool:
-    """Whether the lean path can stand in for botocore: signed by credentials, no proxy to go through."""
-    signer = getattr(client, "_request_signer", None)
-    if not isinstance(client, AioBaseClient) or getattr(signer, "_credentials", None) is None:
-        return False
+def lean_blocker(client: object, credentials: SessionCredentials | None) -> str | None:  # noqa: PLR0911 - one reason each
+    """Why the lean path cannot stand in for botocore on ``client`` (None: it can).
+
+    ``credentials`` are the session's (what the client signs with); the answer is logged at start-up.
+    """
+    if not isinstance(client, AioBaseClient):
+        return "not an aiobotocore client"
+    if credentials is None:
+        return "no credentials (unsigned requests)"
     # The stubs declare Config's options as constructor arguments only, not as the attributes they are.
     config = cast("_ConfigOptions", client.meta.config)
     proxy_env = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
     if config.proxies or any(os.environ.get(name) for name in proxy_env):
-        return False
+        return "a proxy is configured"
     # Dual-stack and FIPS hosts come from botocore's endpoint rules, which the lean path does not apply;
     # a client certificate is botocore's TLS set-up: keep botocore for all of these.
-    flags = ("AWS_USE_DUALSTACK_ENDPOINT", "AWS_USE_FIPS_ENDPOINT")
-    if (
-        config.use_dualstack_endpoint
-        or config.use_fips_endpoint
-        or any(os.environ.get(name, "").lower() == "true" for name in flags)
-    ):
-        return False
-    return not config.client_cert
+    if config.use_dualstack_endpoint or os.environ.get("AWS_USE_DUALSTACK_ENDPOINT", "").lower() == "true":
+        return "dual-stack endpoint"
+    if config.use_fips_endpoint or os.environ.get("AWS_USE_FIPS_ENDPOINT", "").lower() == "true":
+        return "FIPS endpoint"
+    if config.client_cert:
+        return "a client certificate is configured"
+    return None
+
+
+def lean_capable(client: object, credentials: SessionCredentials | None) -> bool:
+    """Whether the lean path can stand in for botocore: signed by credentials, no proxy to go through."""
+    return lean_blocker(client, credentials) is None

@@ -64,6 +64,20 @@ class TargetConfig(BaseModel):
         "instead of through botocore's per-call machinery: a third of the CPU per record; false: botocore.",
     )
     role_arn: str | None = Field(default=None, description="Assume this role for target writes (cross-account).")
+    external_id: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=1224,
+        pattern=r"^[\w+=,.@:/-]+$",
+        description="The ExternalId the target account's role requires (its trust policy's sts:ExternalId "
+        "condition), sent with AssumeRole; needs target.role_arn.",
+    )
+
+    @model_validator(mode="after")
+    def _external_id_needs_role(self) -> TargetConfig:
+        if self.external_id is not None and self.role_arn is None:
+            raise ValueError("target.external_id needs target.role_arn (the role whose trust policy asks for it)")
+        return self
 
 
 class CheckpointConfig(BaseModel):

@@ -99,6 +99,17 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
+def request_id(exc: BaseException) -> str | None:
+    """The AWS request id of a failed call (``x-amzn-RequestId``; AWS Support asks for it), else None."""
+    response: Any = getattr(exc, "response", None)
+    if response is None and isinstance(exc, ReplicatorError) and exc.__cause__ is not None:
+        return request_id(exc.__cause__)
+    if isinstance(response, dict):
+        found = response.get("ResponseMetadata", {}).get("RequestId")
+        return str(found) if found else None
+    return None
+
+
 def is_throttle(exc: BaseException) -> bool:
     """True when the error is AWS throttling."""
     return error_code(exc) in _THROTTLE_CODES

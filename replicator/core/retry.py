@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 
 import structlog
 
-from replicator.core.errors import is_throttle, is_transient
+from replicator.core.errors import error_code, is_throttle, is_transient, request_id
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -81,6 +81,12 @@ async def retrying(
             delay = policy.delay_s(attempt)
             if attempt in (1, 10) or attempt % 100 == 0:
                 log.warning(
-                    "retrying", operation=operation, attempt=attempt, error=type(exc).__name__, delay_s=round(delay, 3)
+                    "retrying",
+                    operation=operation,
+                    attempt=attempt,
+                    error=type(exc).__name__,
+                    code=error_code(exc),
+                    request_id=request_id(exc),
+                    delay_s=round(delay, 3),
                 )
             await sleep(delay)

@@ -122,6 +122,11 @@ def environment() -> Environment:
     return _environment
 
 
+def is_warm() -> bool:
+    """Whether this execution environment already holds its set-up (False: the next invocation is a cold start)."""
+    return _environment is not None
+
+
 def reset() -> None:
     """Close and forget the environment, so the next invocation reads the configuration afresh."""
     global _environment

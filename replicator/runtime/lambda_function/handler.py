@@ -20,7 +20,7 @@ from replicator.core.errors import StreamConfigError
 from replicator.core.stream_view import check_view_type
 from replicator.observe.emf import counter_totals, summary_line
 from replicator.runtime.lambda_function.batches import process_event
-from replicator.runtime.lambda_function.environment import environment
+from replicator.runtime.lambda_function.environment import environment, is_warm
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -55,13 +55,15 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
     retry has no sequence number to name it.
     """
     started = time.monotonic()
-    env = environment()
-    raw_records = _records_of(event)
-    check_view_types(raw_records, env.cfg)
-    budget_s = invocation_budget_s(context)
     request_id = getattr(context, "aws_request_id", None) or "local"
-    before = counter_totals(env.metrics)
-    with structlog.contextvars.bound_contextvars(aws_request_id=request_id):
+    cold_start = not is_warm()
+    # Bound before the set-up, so its log lines (client paths, config) carry both as well.
+    with structlog.contextvars.bound_contextvars(aws_request_id=request_id, cold_start=cold_start):
+        env = environment()
+        raw_records = _records_of(event)
+        check_view_types(raw_records, env.cfg)
+        budget_s = invocation_budget_s(context)
+        before = counter_totals(env.metrics)
         outcome = env.loop.run_until_complete(process_event(env.processor, raw_records, budget_s=budget_s))
         after = counter_totals(env.metrics)
         line = summary_line(
@@ -75,6 +77,7 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
             latency_count=after["latency_count"] - before["latency_count"],
             duration_ms=(time.monotonic() - started) * 1000,
         )
+        line["cold_start"] = cold_start
         sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
         sys.stdout.flush()
         if outcome.failed_index is None:

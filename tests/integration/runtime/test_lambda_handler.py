@@ -286,3 +286,22 @@ def test_a_stream_view_type_that_cannot_serve_the_config_fails_the_whole_batch( 
 
     assert not dead.exists() or dead.read_text() == ""
     assert live_items(region_b, target) == {}
+
+
+def test_log_lines_carry_cold_start_and_the_request_id(region_a: DynamoDBLocal, tables, configure, capsys) -> None:
+    """Set-up lines and the summary carry aws_request_id and cold_start: true first, false when warm."""
+    source, stream_arn, _ = tables
+    region_a.client().put_item(TableName=source, Item={"pk": {"S": "a"}, "v": {"N": "1"}})
+    events = stream_events(region_a, stream_arn, expected=1)
+    configure()
+
+    lambda_function.handler({"Records": events}, FakeContext())
+    captured = capsys.readouterr()
+    assert _summary(captured.out)["cold_start"] is True
+    both = captured.out + captured.err
+    setup = [json.loads(line) for line in both.splitlines() if '"aws_client_path"' in line]
+    assert setup, both
+    assert all(line["aws_request_id"] == "req-test" and line["cold_start"] is True for line in setup)
+
+    lambda_function.handler({"Records": events}, FakeContext())
+    assert _summary(capsys.readouterr().out)["cold_start"] is False

@@ -121,10 +121,11 @@ async def test_dualstack_and_fips_keep_botocore(monkeypatch) -> None:
             config=AioConfig(**config),  # type: ignore[arg-type]
         )
 
+    creds = await get_session().get_credentials()
     async with client() as plain:
-        assert lean_capable(plain)
+        assert lean_capable(plain, creds)
         monkeypatch.setenv("AWS_USE_DUALSTACK_ENDPOINT", "true")
-        assert not lean_capable(plain)
+        assert not lean_capable(plain, creds)
     async with client(use_fips_endpoint=True) as fips:
         monkeypatch.delenv("AWS_USE_DUALSTACK_ENDPOINT")
-        assert not lean_capable(fips)
+        assert not lean_capable(fips, creds)
