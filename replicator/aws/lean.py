@@ -166,24 +166,42 @@ class LeanDynamoDB:
             if status < 300:  # noqa: PLR2004 - HTTP 2xx
                 # Only a body naming a B or BS value needs the walk that turns base64 into bytes.
                 self._has_binary = b'"B' in payload
-                result: dict[str, Any] = json.loads(payload) if payload else {}
-                return result
+                return _json_object(payload)
         except (aiohttp.ClientError, ValueError) as exc:
             if isinstance(exc, OSError):
                 raise  # connection refused/reset, TLS: already transient for errors.is_transient
             # Broken responses and transport errors that are not OSErrors: botocore's own wrapper, which
             # the retry loop treats as transient, exactly as if botocore had sent the request.
             raise HTTPClientError(error=exc) from exc
-        try:
-            error = json.loads(payload)
-            code = str(error.get("__type", "")).rpartition("#")[2] or f"HTTP{status}"
-            message = str(error.get("message") or error.get("Message") or "")
-        except ValueError:
-            code, message = f"HTTP{status}", ""
+        code, message = _error_of(payload, status)
         meta = {"HTTPStatusCode": status}
         # The stubs require every ResponseMetadata key; botocore's readers (and errors.py) need only this one.
         error_response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": meta}
         raise ClientError(error_response, operation)  # type: ignore[arg-type]
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    """A 2xx body; ValueError when it is not a JSON object (a proxy's answer, or one cut short): retried."""
+    result = json.loads(payload) if payload else {}
+    if not isinstance(result, dict):
+        raise ValueError(f"the body is JSON {type(result).__name__}, not an object")  # noqa: TRY004 - a broken answer
+    return result
+
+
+def _error_of(payload: bytes, status: int) -> tuple[str, str]:
+    """The AWS error code and message of a non-2xx answer; ``HTTP<status>`` when it names none.
+
+    A 403 page from a proxy or firewall, a body cut short, JSON that is not an object: none names a
+    code, so the status does (``errors.error_scope`` classifies ``HTTP403`` and the like).
+    """
+    try:
+        error = json.loads(payload)
+    except ValueError:
+        return f"HTTP{status}", ""
+    if not isinstance(error, dict):
+        return f"HTTP{status}", ""
+    code = str(error.get("__type") or error.get("code") or "").rpartition("#")[2] or f"HTTP{status}"
+    return code, str(error.get("message") or error.get("Message") or "")
 
 
 def intercepted(client: AioBaseClient, operation: str) -> bool:
