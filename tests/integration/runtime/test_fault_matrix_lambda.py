@@ -161,7 +161,7 @@ def test_target_wide_failure_fails_the_batch_then_resumes(  # noqa: PLR0917 - py
         proxy.close()
 
 
-def test_records_near_retention_are_dead_lettered_by_the_handler(  # noqa: PLR0917 - pytest fixtures
+def test_records_near_retention_are_dead_lettered_by_the_handler(
     ddb_local_factory, region_b, unique_name, setup, moto_server
 ) -> None:
     """Records 23 h 59 min old (libfaketime) and no target table: each goes to SQS with its content."""
