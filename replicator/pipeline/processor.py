@@ -5,7 +5,10 @@ shard's batches are processed one after another); writes to different keys run c
 batch, a key's changes collapse to the one with the greatest version: last-writer-wins would discard the
 others anyway, so they are counted ``collapsed`` and cost no write.
 
-Failure: transient errors are retried (``retry.py``). A record that cannot be written (a transform
+Failure: transient errors are retried (``retry.py``). A failure of the whole target (``errors.error_scope``
+"target": credentials, permissions, a deleted table, ...) dead-letters nothing: the write is held and
+retried through the process's ``TargetHealth`` until the target works, or until its record nears the
+stream's retention (then it is dead-lettered with its content). A record that cannot be written (a transform
 raised, the target rejected it, it is older than ``maximum_record_age_s``, its write still failed
 transiently after ``retry_policy.max_attempts``) goes to the dead-letter destination when one is
 configured; without one, ``PoisonRecordError`` stops the shard before its checkpoint passes the record.
