@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+import structlog
 from botocore.exceptions import ClientError
 
 from replicator.aws.clients import TargetClient
@@ -280,3 +281,14 @@ async def test_lambda_target_scope_fails_the_batch_from_its_first_record() -> No
     assert outcome.error == "AccessDeniedException"
     assert sink.sent == []
     assert target.items == {}
+
+
+async def test_dead_lettered_log_line_names_the_aws_error_code() -> None:
+    """The dead_lettered line carries the AWS code of the rejection (not its message)."""
+    metrics, sink = Metrics(), Sink()
+    processor = _processor(Target(), sink, metrics)
+    with structlog.testing.capture_logs() as logs:
+        await processor.process(_records(_raw(0, "a", reject={"BOOL": True})))
+    (line,) = [e for e in logs if e["event"] == "dead_lettered"]
+    assert line["code"] == "ValidationException"
+    assert "maximum allowed size" not in repr(line)
