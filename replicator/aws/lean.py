@@ -84,7 +84,7 @@ def _client_error(operation: str, status: int, headers: Mapping[str, str], paylo
         error = None
     if not isinstance(error, dict):
         error = {}
-    code = str(error.get("__type", "")).rpartition("#")[2] or f"HTTP{status}"
+    code = str(error.get("__type") or error.get("code") or "").rpartition("#")[2] or f"HTTP{status}"
     message = str(error.get("message") or error.get("Message") or "")
     # The stubs require every ResponseMetadata key; botocore's readers (and errors.py) need only these.
     error_response = {

@@ -259,6 +259,35 @@ class FailurePolicyConfig(BaseModel):
         default=1, ge=1, le=10, description="Batches of one shard processed at once, keys kept in order."
     )
     on_failure: OnFailureConfig = OnFailureConfig()
+    stream_retention_seconds: int = Field(
+        default=86400,
+        ge=3600,
+        le=31536000,
+        description="How long the source stream keeps a record: 86400 for DynamoDB Streams; a Kinesis"
+        " stream's retention period.",
+    )
+    dead_letter_before_retention_seconds: int = Field(
+        default=3600,
+        ge=-1,
+        description="While the target is unavailable (target scope), a held record goes to"
+        " on_failure.destination this long before it would leave the stream. -1: never (hold until trimmed).",
+    )
+
+    target_unavailable_max_backoff_seconds: float = Field(
+        default=30.0,
+        ge=0.1,
+        le=300,
+        description="While the whole target refuses writes, one write probes it after a jittered backoff"
+        " growing to this; the longest a fixed target waits before replication resumes.",
+    )
+
+    @model_validator(mode="after")
+    def _margin_inside_retention(self) -> FailurePolicyConfig:
+        if self.dead_letter_before_retention_seconds >= self.stream_retention_seconds:
+            raise ValueError(
+                "failure.dead_letter_before_retention_seconds must be less than failure.stream_retention_seconds"
+            )
+        return self
 
 
 class LeaseConfig(BaseModel):

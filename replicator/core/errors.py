@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 
 class ReplicatorError(Exception):
@@ -62,6 +62,19 @@ class RecordRejectedError(ReplicatorError):
     """The target rejected this one record for good (validation, size, key type): a poison record."""
 
 
+class TargetUnavailableError(ReplicatorError):
+    """The whole target refuses writes (credentials, permissions, table gone, wrong key schema, KMS).
+
+    Not about any one record: the writer holds every write and checkpoint and retries until it is fixed.
+    ``code`` is the AWS error code (never the message: it may quote item data).
+    """
+
+    def __init__(self, code: str) -> None:
+        """Name the code only."""
+        self.code = code
+        super().__init__(f"the target refuses writes: {code}")
+
+
 class LeaseLostError(ReplicatorError):
     """The shard's lease is held by another worker now; this one must stop processing the shard."""
 
@@ -84,7 +97,56 @@ _TRANSIENT_CODES = _THROTTLE_CODES | frozenset(
         "RequestTimeout",
         "TransactionInProgressException",
         "TransactionConflictException",
+        # A gateway or proxy in front of the endpoint timing out or rate limiting (no JSON code).
+        "HTTP408",
+        "HTTP429",
     }
+)
+
+Scope = Literal["transient", "record", "shard", "target", "ambiguous"]
+"""How far a failure reaches (DESIGN.md, "Failure handling"):
+
+- ``transient``: retry the same call (throttling, 5xx, connection, timeout).
+- ``record``: this record cannot be written; the others can (too large, an attribute the target refuses,
+  a transform error). It is dead-lettered; the shard moves on.
+- ``shard``: this shard's position is unusable (trimmed data, a gone shard, an expired iterator).
+- ``target``: nothing can be written until someone fixes the target (credentials, permissions, a
+  deleted table, KMS, a wrong key schema, a 403 page). Every write and checkpoint is held; nothing is
+  dead-lettered; retried with capped backoff until it works.
+- ``ambiguous``: an error that may be either record or target (ValidationException, an unknown code, an
+  unexpected exception): a breaker decides (``pipeline/target_health.py``).
+"""
+
+_TARGET_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "RequestExpired",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "IncompleteSignatureException",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "ResourceNotFoundException",
+        "ResourceInUseException",
+        "TableNotFoundException",
+        "UnknownOperationException",
+        "InaccessibleEncryptionCredentials",
+    }
+)
+_RECORD_CODES = frozenset({"ItemCollectionSizeLimitExceededException"})
+# Phrases of ValidationException messages that only a target whose key schema differs from the source's
+# produces (every replicated item carries the source's key attributes, with the source's types).
+_KEY_SCHEMA_PHRASES = (
+    "Missing the key",
+    "Type mismatch for key",
+    "key element does not match the schema",
+    "One of the required keys was not given a value",  # DynamoDB Local's wording of "Missing the key"
 )
 
 
@@ -110,9 +172,58 @@ def request_id(exc: BaseException) -> str | None:
     return None
 
 
+def error_message(exc: BaseException) -> str:
+    """The AWS error message (for classification only: never log it, it may quote item data)."""
+    response: Any = getattr(exc, "response", None)
+    if response is None and isinstance(exc, ReplicatorError) and exc.__cause__ is not None:
+        return error_message(exc.__cause__)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Message") or "")
+    return ""
+
+
+def failure_code(exc: BaseException) -> str:
+    """What names a failure in logs, metric labels and dead letters: the AWS code, else the type name."""
+    if isinstance(exc, TargetUnavailableError):
+        return exc.code
+    return error_code(exc) or type(exc).__name__
+
+
+def error_scope(exc: BaseException) -> Scope:  # noqa: PLR0911 - one return per rule reads as the table it is
+    """Classify a failure of a target write by how far it reaches (see ``Scope``): one place, read by all."""
+    if is_transient(exc):
+        return "transient"
+    if isinstance(exc, TrimmedDataError | ShardGoneError | ExpiredIteratorError | LeaseLostError):
+        return "shard"
+    if isinstance(exc, TargetUnavailableError):
+        return "target"
+    if isinstance(exc, TransformError):
+        return "record"
+    code = error_code(exc)
+    if code is None:
+        # A RecordRejectedError without an AWS cause is the pipeline's own verdict on the record.
+        return "record" if isinstance(exc, RecordRejectedError) else "ambiguous"
+    if code in _TARGET_CODES or code.startswith("KMS") or _status_only_4xx(code):
+        return "target"
+    if code in _RECORD_CODES:
+        return "record"
+    if code == "ValidationException" and any(p in error_message(exc) for p in _KEY_SCHEMA_PHRASES):
+        return "target"
+    return "ambiguous"
+
+
+def _status_only_4xx(code: str) -> bool:
+    """Whether ``code`` is ``HTTP4xx`` (lean path): a 4xx answer without DynamoDB's JSON error.
+
+    It comes from whatever stands between the worker and the target (proxy, gateway, firewall), which
+    refuses every request alike.
+    """
+    return code.startswith("HTTP4") and code[4:].isdigit()
+
+
 def is_throttle(exc: BaseException) -> bool:
     """True when the error is AWS throttling."""
-    return error_code(exc) in _THROTTLE_CODES
+    return error_code(exc) in _THROTTLE_CODES or error_code(exc) == "HTTP429"
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -99,6 +99,19 @@ class Metrics:
         self.dead_letters = Counter(
             "replicator_dead_letters", "Records sent to the on-failure destination.", registry=r
         )
+        self.target_unavailable = Gauge(
+            "replicator_target_unavailable",
+            "1 while the target refuses every write (target scope: credentials, permissions, table gone,"
+            " key schema, KMS), by AWS error code; writes and checkpoints are held, nothing is dead-lettered.",
+            ["code"],
+            registry=r,
+        )
+        self.target_errors = Counter(
+            "replicator_target_errors",
+            "Failed target writes that were not transient, by scope (record or target) and AWS error code.",
+            ["scope", "code"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "replicator_batch_records",
             "Records per processed batch.",

@@ -5,7 +5,10 @@ shard's batches are processed one after another); writes to different keys run c
 batch, a key's changes collapse to the one with the greatest version: last-writer-wins would discard the
 others anyway, so they are counted ``collapsed`` and cost no write.
 
-Failure: transient errors are retried (``retry.py``). A record that cannot be written (a transform
+Failure: transient errors are retried (``retry.py``). A failure of the whole target (``errors.error_scope``
+"target": credentials, permissions, a deleted table, ...) dead-letters nothing: the write is held and
+retried through the process's ``TargetHealth`` until the target works, or until its record nears the
+stream's retention (then it is dead-lettered with its content). A record that cannot be written (a transform
 raised, the target rejected it, it is older than ``maximum_record_age_s``, its write still failed
 transiently after ``retry_policy.max_attempts``) goes to the dead-letter destination when one is
 configured; without one, ``PoisonRecordError`` stops the shard before its checkpoint passes the record.
@@ -25,10 +28,18 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from replicator.core.errors import RecordRejectedError, ReplicatorError, TransformError, is_transient
+from replicator.core.errors import (
+    RecordRejectedError,
+    ReplicatorError,
+    Scope,
+    TargetUnavailableError,
+    TransformError,
+    failure_code,
+)
 from replicator.core.records import US_PER_S, ChangeRecord
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import record_fields
+from replicator.pipeline.target_health import RetentionReached, TargetHealth
 
 if TYPE_CHECKING:
     # Annotations only: the Lambda handler imports this module for PoisonRecordError, and its
@@ -36,7 +47,7 @@ if TYPE_CHECKING:
     from replicator.observe.metrics import Metrics
     from replicator.pipeline.stages import Pipeline
     from replicator.sink.deadletter import DeadLetterSink
-    from replicator.sink.writer import ConditionalWriter, Write
+    from replicator.sink.writer import ConditionalWriter, Write, WriteOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -81,8 +92,17 @@ class BatchProcessor:
         bisect_on_error: bool = True,
         clock: Callable[[], float] = time.time,
         source_writer: ConditionalWriter | None = None,
+        target: TargetHealth | None = None,
+        stream_retention_s: float = 86400,
+        dead_letter_before_retention_s: float = -1,
     ) -> None:
-        """Wire the parts; no I/O. ``source_writer``: also tombstone deletes in the source (active-active)."""
+        """Wire the parts; no I/O. ``source_writer``: also tombstone deletes in the source (active-active).
+
+        ``target``: the process's one ``TargetHealth`` (shared by every shard's processor).
+        ``dead_letter_before_retention_s`` (-1: never): a write held by an unavailable target goes to the
+        destination this long before its record leaves the stream (``stream_retention_s`` after it was
+        written), so no record ages out unreplicated while the destination works.
+        """
         self.pipeline = pipeline
         self.writer = writer
         self.source_writer = source_writer
@@ -93,6 +113,9 @@ class BatchProcessor:
         self.bisect_on_error = bisect_on_error
         self._clock = clock
         self._semaphore = asyncio.Semaphore(max_concurrent_writes)
+        self.target = target or TargetHealth(metrics=metrics)
+        self.stream_retention_s = stream_retention_s
+        self.dead_letter_before_retention_s = dead_letter_before_retention_s
 
     async def process(self, records: Sequence[ChangeRecord]) -> BatchResult:
         """Process one shard's batch; returns when every record has its outcome.
@@ -148,30 +171,29 @@ class BatchProcessor:
 
     async def _write(self, write: Write, result: BatchResult) -> None:
         async with self._semaphore:
-            try:
-                outcome = await retrying(
-                    "PutItem" if write.item is not None else "DeleteItem",
-                    lambda: self.writer.write(write),
-                    policy=self.retry_policy,
-                    metrics=self.metrics,
-                )
-                if self.source_writer is not None and write.item is None:
-                    await self._tombstone_source(write, self.source_writer)
-            except RecordRejectedError as exc:
-                await self._dead_letter(write.record, exc, 1, result)
-                return
-            except Exception as exc:
-                if is_transient(exc):
-                    # Retries ran out (only with a finite failure.maximum_retry_attempts): as Lambda
-                    # does, the record goes to the destination and the shard moves on.
-                    if self.retry_policy.max_attempts is None:
-                        raise
-                    await self._dead_letter(write.record, exc, self.retry_policy.max_attempts + 1, result)
+            while True:
+                try:
+                    async with self.target.turn(deadline_s=self._hold_deadline_s(write.record)):
+                        outcome = await self._send(write)
+                except RetentionReached:
+                    # Held so long the stream is about to drop the record: keep its content at least.
+                    code = self.target.unavailable_code or "TargetUnavailable"
+                    log.error(  # noqa: TRY400 - no traceback: nothing failed here, the wait ran out
+                        "near_retention_while_target_unavailable", shard_id=write.record.shard_id, code=code
+                    )
+                    await self._dead_letter(write.record, TargetUnavailableError(code), 1, result)
                     return
-                if not self.bisect_on_error:
-                    raise
-                await self._dead_letter(write.record, exc, 1, result)
-                return
+                except Exception as exc:  # noqa: BLE001 - classified below; _write_failed re-raises the rest
+                    scope = self.target.scope(exc, write.record.key_id)
+                    self.target.counted(scope, exc)
+                    if scope == "target":
+                        # Nobody's record: hold it (and so the checkpoint) and probe until the target is fixed.
+                        self.target.failed(exc)
+                        continue
+                    await self._write_failed(write, exc, scope, result)
+                    return
+                self.target.succeeded()
+                break
         result.outcomes[outcome] += 1
         if outcome == "replicated":
             self.metrics.replication_latency.observe(
@@ -179,6 +201,40 @@ class BatchProcessor:
             )
         else:
             self.metrics.conflicts.inc()
+
+    async def _send(self, write: Write) -> WriteOutcome:
+        outcome = await retrying(
+            "PutItem" if write.item is not None else "DeleteItem",
+            lambda: self.writer.write(write),
+            policy=self.retry_policy,
+            metrics=self.metrics,
+        )
+        if self.source_writer is not None and write.item is None:
+            await self._tombstone_source(write, self.source_writer)
+        return outcome
+
+    async def _write_failed(self, write: Write, exc: Exception, scope: Scope, result: BatchResult) -> None:
+        """A write failed for this record alone (record scope), or transiently past the retry policy."""
+        if isinstance(exc, RecordRejectedError):
+            await self._dead_letter(write.record, exc, 1, result)
+            return
+        if scope == "transient":
+            # Retries ran out (only with a finite failure.maximum_retry_attempts): as Lambda
+            # does, the record goes to the destination and the shard moves on.
+            if self.retry_policy.max_attempts is None:
+                raise exc
+            await self._dead_letter(write.record, exc, self.retry_policy.max_attempts + 1, result)
+            return
+        if scope != "record" or not self.bisect_on_error:
+            raise exc
+        await self._dead_letter(write.record, exc, 1, result)
+
+    def _hold_deadline_s(self, record: ChangeRecord) -> float | None:
+        """Seconds a held write of ``record`` may wait before it goes to the destination; None: no limit."""
+        if self.dead_letters is None or self.dead_letter_before_retention_s < 0:
+            return None
+        created_s = record.approximate_creation_time_us / US_PER_S
+        return created_s + self.stream_retention_s - self.dead_letter_before_retention_s - self._clock()
 
     async def _tombstone_source(self, write: Write, writer: ConditionalWriter) -> None:
         # The application's delete removed the item from the source, so nothing there stops an older
@@ -200,7 +256,7 @@ class BatchProcessor:
             raise PoisonRecordError(record, error) from error
         await self.dead_letters.send(record, error=error, attempts=attempts)
         # record_fields: keys and images only when logging.log_item_contents is true.
-        log.error("dead_lettered", **record_fields(record), error=type(error).__name__)
+        log.error("dead_lettered", **record_fields(record), error=type(error).__name__, code=failure_code(error))
         self.metrics.dead_letters.inc()
         result.outcomes["dead_lettered"] += 1
 

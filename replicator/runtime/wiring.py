@@ -23,6 +23,7 @@ from replicator.core.retry import RetryPolicy
 from replicator.observe.metrics import Metrics
 from replicator.pipeline.processor import BatchProcessor
 from replicator.pipeline.stages import Pipeline
+from replicator.pipeline.target_health import TargetHealth
 from replicator.sink.deadletter import DeadLetterSink
 from replicator.sink.writer import ConditionalWriter
 
@@ -86,6 +87,9 @@ def build_processor(
         maximum_record_age_s=cfg.failure.maximum_record_age_seconds,
         bisect_on_error=cfg.failure.bisect_batch_on_function_error,
         clock=clock,
+        target=TargetHealth(metrics=metrics, policy=hold_policy(cfg)),
+        stream_retention_s=cfg.failure.stream_retention_seconds,
+        dead_letter_before_retention_s=cfg.failure.dead_letter_before_retention_seconds,
     )
 
 
@@ -108,6 +112,12 @@ async def open_source_client(stack: contextlib.AsyncExitStack, cfg: Config) -> D
             config=client_config(),
         )
     )
+
+
+def hold_policy(cfg: Config) -> RetryPolicy:
+    """Backoff between probes of a target that refuses every write (target scope)."""
+    cap_s = cfg.failure.target_unavailable_max_backoff_seconds
+    return RetryPolicy(base_delay_s=min(0.5, cap_s), max_delay_s=cap_s)
 
 
 def write_retry_policy(cfg: Config) -> RetryPolicy:

@@ -311,11 +311,26 @@ def test_lambda_event_source_mapping() -> None:
     assert props["MaximumBatchingWindowInSeconds"] == 1
     assert props["ParallelizationFactor"] == 1
     assert props["BisectBatchOnFunctionError"] is True
-    assert props["MaximumRetryAttempts"] == 10
+    assert props["MaximumRetryAttempts"] == -1
     assert props["MaximumRecordAgeInSeconds"] in {86400, -1}
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert props["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": "DeadLetterQueue.Arn"}
     assert "FilterCriteria" in props
+
+
+def test_lambda_outage_never_ages_records_out() -> None:
+    """Retries never run out before record age, and the handler dead-letters records before the mapping drops them."""
+    function = _lambda_function()
+    (event,) = function["Events"].values()
+    props, env = event["Properties"], function["Environment"]["Variables"]
+    assert props["MaximumRetryAttempts"] == -1
+    discard_at_s = 86400 if props["MaximumRecordAgeInSeconds"] == -1 else props["MaximumRecordAgeInSeconds"]
+    retention_s = int(env["REPLICATOR_FAILURE__STREAM_RETENTION_SECONDS"])
+    margin_s = int(env["REPLICATOR_FAILURE__DEAD_LETTER_BEFORE_RETENTION_SECONDS"])
+    assert retention_s == 86400
+    assert "REPLICATOR_FAILURE__ON_FAILURE__DESTINATION" in env
+    # Several invocations (each at most Timeout long) fall between the handler's deadline and the discard.
+    assert discard_at_s - (retention_s - margin_s) >= 10 * function["Timeout"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,13 +383,14 @@ def _alert_rules() -> list[dict[str, Any]]:
 
 
 def test_alerts_are_the_agreed_set_with_annotations() -> None:
-    """The six alerts exist, each with severity, summary, description and a runbook section in docs/operations.md."""
+    """The seven alerts exist, each with severity, summary, description and a runbook in docs/operations.md."""
     rules = _alert_rules()
     assert {r["alert"] for r in rules} == {
         "ReplicatorLagHigh",
         "ReplicatorShardStuck",
         "ReplicatorDeadLettersGrowing",
         "ReplicatorTrimmedData",
+        "ReplicatorTargetUnavailable",
         "ReplicatorNoProgress",
         "ReplicatorDown",
     }

@@ -14,6 +14,8 @@
   already in the target (``superseded``).
 - The budget: keys still being retried when it runs out are cancelled and reported failed, so the
   function answers instead of timing out (handler.py sets the budget from the invocation's deadline).
+  Writes held because the whole target refuses them (target scope, ``pipeline/target_health.py``) end
+  the same way: the batch fails from its first unprocessed record, named by the AWS error code.
 - Binary attributes: Lambda's JSON carries B/BS values as base64 text; they are decoded to bytes before
   anything else, as GetRecords (via botocore) yields them to the service. Left as text, botocore would
   base64-encode them a second time on the way to the target.
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from replicator.core.codec import decode_event
+from replicator.core.errors import failure_code
 from replicator.core.records import ChangeRecord, from_lambda_event
 from replicator.observe.logs import error_text
 from replicator.pipeline.processor import PoisonRecordError
@@ -99,9 +102,13 @@ async def process_event(
         await asyncio.gather(*pending, return_exceptions=True)
         if pending:
             log.warning("lambda_deadline_reached", keys_unfinished=len(pending), budget_s=round(budget_s, 3))
+        # Keys held by an unavailable target (target scope) are still waiting when the budget ends: the
+        # batch fails from its first unprocessed record under the target's error code, and the mapping
+        # (unlimited retries, bounded by record age) delivers it again; nothing is dead-lettered for it.
+        unfinished = processor.target.unavailable_code or "DeadlineExceeded"
         for task, indexes in tasks.items():
             if task in pending:
-                failures.append((indexes[0], "DeadlineExceeded"))
+                failures.append((indexes[0], unfinished))
                 continue
             result = task.result()
             outcome.outcomes.update(result.outcomes)
@@ -151,7 +158,10 @@ async def _process_key(processor: BatchProcessor, records: Sequence[ChangeRecord
             # Transient errors past the retry policy, a dead-letter destination that is down, or a bug:
             # which of the key's records got written is unknown, so the key fails from its first record.
             log.error(  # noqa: TRY400 - same
-                "lambda_key_failed", sequence_number=batch[0].sequence_number, error=type(exc).__name__
+                "lambda_key_failed",
+                sequence_number=batch[0].sequence_number,
+                error=type(exc).__name__,
+                code=failure_code(exc),
             )
             result.failed_index, result.error = indexes[0], exc
             return result
