@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import types
+import contextlib
+from typing import TYPE_CHECKING
 
 import pytest
-from botocore.credentials import ReadOnlyCredentials
+from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, HTTPClientError
 from faults import FaultProxy
 
 from replicator.aws.lean import LeanDynamoDB
 from replicator.core.errors import error_code, error_scope
 
-
-class _Credentials:
-    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
-        return ReadOnlyCredentials("x", "y", None)
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 @pytest.fixture
@@ -26,12 +25,15 @@ def proxy() -> FaultProxy:
     server.close()
 
 
-def _lean(url: str) -> LeanDynamoDB:
-    client = types.SimpleNamespace(
-        meta=types.SimpleNamespace(endpoint_url=url, region_name="us-west-2"),
-        _request_signer=types.SimpleNamespace(_credentials=_Credentials()),
-    )
-    return LeanDynamoDB(client, max_connections=1)  # type: ignore[arg-type]
+@contextlib.asynccontextmanager
+async def _lean(url: str) -> AsyncIterator[LeanDynamoDB]:
+    session = get_session()
+    async with session.create_client("dynamodb", region_name="us-west-2", endpoint_url=url) as client:
+        lean = LeanDynamoDB(client, credentials=await session.get_credentials(), max_connections=1)
+        try:
+            yield lean
+        finally:
+            await lean.close()
 
 
 @pytest.mark.parametrize(
@@ -46,12 +48,9 @@ def _lean(url: str) -> LeanDynamoDB:
 async def test_refusals_are_client_errors_with_a_code(proxy: FaultProxy, fault: str, code: str, scope: str) -> None:
     """A 403 page, AWS JSON errors and a non-object JSON body raise ClientError naming a code of target scope."""
     proxy.fault = fault
-    lean = _lean(proxy.url)
-    try:
+    async with _lean(proxy.url) as lean:
         with pytest.raises(ClientError) as caught:
             await lean.put_item(TableName="t", Item={"pk": {"S": "a"}})
-    finally:
-        await lean.close()
     assert error_code(caught.value) == code
     assert error_scope(caught.value) == scope
     assert "secret-value-4711" not in str(caught.value.response["ResponseMetadata"])
@@ -60,10 +59,7 @@ async def test_refusals_are_client_errors_with_a_code(proxy: FaultProxy, fault: 
 async def test_a_200_cut_short_is_a_transient_error(proxy: FaultProxy) -> None:
     """A 200 whose body is not a whole JSON object is a broken answer: retried, like botocore's."""
     proxy.fault = "truncated_200"
-    lean = _lean(proxy.url)
-    try:
+    async with _lean(proxy.url) as lean:
         with pytest.raises(HTTPClientError) as caught:
             await lean.put_item(TableName="t", Item={"pk": {"S": "a"}})
-    finally:
-        await lean.close()
     assert error_scope(caught.value) == "transient"
