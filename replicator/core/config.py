@@ -209,6 +209,17 @@ class LeaseConfig(BaseModel):
     renew_interval_s: float | None = Field(default=None, gt=0, description="Default: failover_time_s / 3.")
     max_leases_per_worker: int | None = Field(default=None, ge=1)
     history_path: Path | None = Field(default=None, description="Append lease events here as JSON lines.")
+    finished_retention_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "A finished shard's lease item is deleted only this long after its shard ended (and once every "
+            "child started): the stream's retention (24 h for DynamoDB Streams; set a Kinesis stream's own)."
+        ),
+    )
+    cleanup_interval_s: float = Field(
+        default=300.0, gt=0, description="How often a worker looks for finished lease items to delete."
+    )
 
     @model_validator(mode="after")
     def _renew_inside_failover(self) -> LeaseConfig:

@@ -115,7 +115,16 @@ class Coordinator:
         new = self.tree.update(shards)
         if new:
             log.info("shards_discovered", new=len(new), known=len(self.tree.shards))
+        self._forget(self.tree.prune((s.shard_id for s in shards), keep=[*self._running, *self._failed]))
         await self.assignment.discovered(shards)
+
+    def _forget(self, gone: list[str]) -> None:
+        """Drop what this worker kept of shards the stream no longer lists (a failed one stays visible)."""
+        for sid in gone:
+            self._ended.pop(sid, None)
+            status = self.state.shards.get(sid)
+            if status is not None and status.state == "closed":
+                self.state.release(sid)
 
     def _checkpoints(self) -> dict[str, Checkpoint]:
         return {**self.assignment.checkpoints(), **self._ended}
