@@ -44,7 +44,7 @@ class FakeLeaseTable:
         """Query: every item, one page; on the live index only items with its key (it cannot be consistent)."""
         self.queries.append(kwargs)
         if kwargs.get("IndexName") is not None:
-            assert not kwargs.get("ConsistentRead"), "a GSI cannot be read consistently"  # noqa: S101 - DynamoDB's rule
+            assert not kwargs.get("ConsistentRead"), "a GSI cannot be read consistently"
             return {"Items": [dict(i) for i in self.items.values() if "liveStreamArn" in i]}
         return {"Items": [dict(i) for i in self.items.values()]}
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import AttributeDefinitionTypeDef, GlobalSecondaryIndexTypeDef
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,7 @@ LIVE_INDEX = "live-leases"
 LIVE_ATTRIBUTE = "liveStreamArn"
 """Set to the stream ARN on leases whose shard has work left; removed at shard end (sparse index key)."""
 
-_LIVE_INDEX_SPEC: dict[str, Any] = {
+_LIVE_INDEX_SPEC: GlobalSecondaryIndexTypeDef = {
     "IndexName": LIVE_INDEX,
     "KeySchema": [
         {"AttributeName": LIVE_ATTRIBUTE, "KeyType": "HASH"},
@@ -41,7 +42,7 @@ _LIVE_INDEX_SPEC: dict[str, Any] = {
     ],
     "Projection": {"ProjectionType": "ALL"},
 }
-_ATTRIBUTES = [
+_ATTRIBUTES: list[AttributeDefinitionTypeDef] = [
     {"AttributeName": "streamArn", "AttributeType": "S"},
     {"AttributeName": "shardId", "AttributeType": "S"},
     {"AttributeName": LIVE_ATTRIBUTE, "AttributeType": "S"},
@@ -138,7 +139,7 @@ async def live_index_status(client: DynamoDBClient, table: str) -> str | None:
         await client.update_table(
             TableName=table,
             AttributeDefinitions=_ATTRIBUTES,
-            GlobalSecondaryIndexUpdates=[{"Create": _LIVE_INDEX_SPEC}],
+            GlobalSecondaryIndexUpdates=[{"Create": {**_LIVE_INDEX_SPEC}}],
         )
     except Exception as exc:  # noqa: BLE001 - without the index the worker works, at the old read cost
         code = error_code(exc)

@@ -208,7 +208,8 @@ class LeaseTable:
                 for raw in answer.get("Responses", {}).get(self.table, []):
                     lease = _parse(dict(raw))
                     out[lease.shard_id] = lease
-                keys = list(answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", []))
+                unprocessed: dict[str, Any] = dict(answer.get("UnprocessedKeys", {}))
+                keys = list(unprocessed.get(self.table, {}).get("Keys", []))
         for lease in out.values():
             self.exists.add(lease.shard_id)
             if lease.shard_end:

@@ -143,13 +143,12 @@ async def test_a_year_of_rollovers_keeps_the_table_and_memory_bounded_by_open_sh
     for gen in range(rollovers):
         parents = generations[-1] if generations else [None] * width
         generations.append(
-            [
-                Shard(f"g{gen:03d}-{i}", p.shard_id if p else None, f"{gen:03d}", None)
-                for i, p in enumerate(parents)
-            ]
+            [Shard(f"g{gen:03d}-{i}", p.shard_id if p else None, f"{gen:03d}", None) for i, p in enumerate(parents)]
         )
         if gen:  # the previous generation is now closed
-            generations[-2] = [Shard(s.shard_id, s.parent_shard_id, s.starting_sequence_number, "e") for s in generations[-2]]
+            generations[-2] = [
+                Shard(s.shard_id, s.parent_shard_id, s.starting_sequence_number, "e") for s in generations[-2]
+            ]
         listed_gens = [g for n, g in enumerate(generations) if (gen - n) * lifetime_s <= RETENTION_S + lifetime_s]
         _listing(tree, *(s for g in listed_gens for s in g))
         await a.ensure_leases(tree.shards.values())
