@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: venv deps apt-tools dynamodb-local test demo lint bench bench-smoke lambda-package
+.PHONY: venv deps apt-tools dynamodb-local test demo lint bench bench-smoke bench-scale lambda-package
 
 venv: $(VENV_STAMP)
 
@@ -62,6 +62,13 @@ bench: deps
 
 bench-smoke: deps
 	$(VENV)/bin/python bench/run.py --smoke
+
+# bench-scale: 1,000 shards rolling over (accelerated), 3 leased workers on DynamoDB Local, ~10 minutes:
+# RSS, idle cost, lease-table size, rebalance time, lag (JSON in bench/results/scale-*.json).
+# SCALE_ARGS='--reader {"max_idle_poll_interval_s": 4}' tries another idle-polling setting.
+SCALE_ARGS ?=
+bench-scale: deps
+	$(VENV)/bin/python bench/scale.py $(SCALE_ARGS)
 
 # lambda-package: dist/lambda.zip for deploy/lambda/template.yaml (replicator + manylinux wheels of its
 # runtime dependencies, pinned to the venv's tested versions; deterministic). LAMBDA_ARCH=arm64 for Graviton.

@@ -122,7 +122,8 @@ async def test_a_table_made_before_the_live_index_gets_it_and_its_open_leases_ar
         )
         key = {"streamArn": {"S": ARN}}
         await client.put_item(
-            TableName=table, Item={**key, "shardId": {"S": "old"}, "shardEnd": {"BOOL": True}, "leaseCounter": {"N": "3"}}
+            TableName=table,
+            Item={**key, "shardId": {"S": "old"}, "shardEnd": {"BOOL": True}, "leaseCounter": {"N": "3"}},
         )
         await client.put_item(
             TableName=table,
