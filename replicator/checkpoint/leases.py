@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+RENEW_CONCURRENCY = 32
+"""Lease renewals in flight at once (each is one small conditional UpdateItem)."""
+
 
 class LeaseManager:
     """Holds this worker's leases on one stream."""
@@ -268,20 +271,32 @@ class LeaseManager:
         await self._table.checkpoint(shard_id, sequence_number, shard_end=shard_end, parent_shard_id=parent_shard_id)
 
     async def renew_all(self) -> None:
-        """Renew every held lease; a refused renewal, or none for a failover time, loses the lease."""
-        for shard_id in list(self._table.held):
-            held = self._table.held.get(shard_id)
-            if held is None:
-                continue
-            try:
-                await self._table.renew(shard_id)
-            except LeaseLostError:
-                continue
-            except Exception as exc:  # noqa: BLE001 - any failure to renew counts towards expiry
-                log.warning("lease_renewal_failed", shard_id=shard_id, error=type(exc).__name__)
-                if self._clock() - held.renewed_at > self.failover_s:
-                    # Others may already consider it expired and have taken it: stop before they start.
-                    self._table.lose(shard_id, "not renewed within the failover time")
+        """Renew every held lease; a refused renewal, or none for a failover time, loses the lease.
+
+        Renewals run ``RENEW_CONCURRENCY`` at a time: one after another, hundreds of leases at a few
+        milliseconds each would take longer than the failover time, and other workers would take them.
+        """
+        limit = asyncio.Semaphore(RENEW_CONCURRENCY)
+
+        async def renew(shard_id: str) -> None:
+            async with limit:
+                await self._renew_one(shard_id)
+
+        await asyncio.gather(*(renew(shard_id) for shard_id in list(self._table.held)))
+
+    async def _renew_one(self, shard_id: str) -> None:
+        held = self._table.held.get(shard_id)
+        if held is None:
+            return
+        try:
+            await self._table.renew(shard_id)
+        except LeaseLostError:
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure to renew counts towards expiry
+            log.warning("lease_renewal_failed", shard_id=shard_id, error=type(exc).__name__)
+            if self._clock() - held.renewed_at > self.failover_s:
+                # Others may already consider it expired and have taken it: stop before they start.
+                self._table.lose(shard_id, "not renewed within the failover time")
 
     async def run_renewer(self) -> None:
         """Renew held leases every ``renew_interval_s`` until cancelled."""

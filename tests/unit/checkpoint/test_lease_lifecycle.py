@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from fake_lease_table import FakeLeaseTable
 
 from replicator.checkpoint.leases import LeaseManager
@@ -168,3 +171,35 @@ async def test_a_year_of_rollovers_keeps_the_table_and_memory_bounded_by_open_sh
     assert len(cached.seen) <= width
     assert len(cached.finished) <= listed
     assert len(cached.exists) <= listed
+
+
+class _InFlightTable(FakeLeaseTable):
+    """Each UpdateItem takes a moment; counts how many are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = self.most_in_flight = 0
+
+    async def update_item(self, **kwargs: Any) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            await super().update_item(**kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_hundreds_of_leases_are_renewed_concurrently_not_one_after_another() -> None:
+    """One after another, 300 renewals outlast the failover time on a busy table: they overlap instead."""
+    table, clock = _InFlightTable(), _Clock()
+    tree = ShardTree()
+    _listing(tree, *(Shard(f"s{i:03d}", None, "1") for i in range(300)))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    assert len(await a.rebalance(tree)) == 300
+    table.most_in_flight = 0
+    await a.renew_all()
+    assert table.most_in_flight > 1
+    assert a.held() == set(tree.shards)
+    assert all(table.items[sid]["leaseCounter"] == {"N": "2"} for sid in tree.shards)
