@@ -35,6 +35,8 @@ class Schedule:
     wake_start: float = FAR
     wake_end: float = FAR
     roll_start: float = FAR
+    roll_end: float = FAR
+    """No rollover after this: the end state is measured at rest."""
 
 
 @dataclasses.dataclass
@@ -70,13 +72,15 @@ class SimStream:
     def generation(self, now: float) -> int:
         """The open generation at ``now``."""
         start = self.schedule.roll_start
-        return 0 if now < start else 1 + int((now - start) // self.lifetime_s)
+        return 0 if now < start else 1 + int((min(now, self.schedule.roll_end) - start) // self.lifetime_s)
 
     def span(self, gen: int) -> tuple[float, float]:
         """When generation ``gen`` opened and closed (FAR: still open)."""
         start = self.schedule.roll_start
         opened = 0.0 if gen == 0 else start + (gen - 1) * self.lifetime_s
         closed = start + gen * self.lifetime_s if start < FAR else FAR
+        if closed > self.schedule.roll_end:
+            closed = FAR
         return opened, closed
 
     def record_times(self, gen: int, i: int, now: float) -> list[float]:
