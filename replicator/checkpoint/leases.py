@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RENEW_CONCURRENCY = 32
-"""Lease renewals in flight at once (each is one small conditional UpdateItem)."""
+"""Lease renewals (and creations) in flight at once (each is one small conditional write)."""
 
 
 class LeaseManager:
@@ -165,9 +165,14 @@ class LeaseManager:
             return
         found = await table.lookup(s.shard_id for s in unknown)
         ended = self._finished_by_children(found.values())
-        for shard in unknown:
-            if shard.shard_id not in found and shard.shard_id not in ended:
+        # A rollover opens a child for every shard at about the same time: create them concurrently.
+        limit = asyncio.Semaphore(RENEW_CONCURRENCY)
+
+        async def create(shard: Shard) -> None:
+            async with limit:
                 await table.create(shard)
+
+        await asyncio.gather(*(create(s) for s in unknown if s.shard_id not in found and s.shard_id not in ended))
 
     def _finished_by_children(self, more: Iterable[LeaseItem] = ()) -> set[str]:
         """Parents whose item may be gone but whose child's lease was taken: they ended."""

@@ -203,3 +203,30 @@ async def test_hundreds_of_leases_are_renewed_concurrently_not_one_after_another
     assert table.most_in_flight > 1
     assert a.held() == set(tree.shards)
     assert all(table.items[sid]["leaseCounter"] == {"N": "2"} for sid in tree.shards)
+
+
+class _InFlightPutTable(FakeLeaseTable):
+    """Each PutItem takes a moment; counts how many are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = self.most_in_flight = 0
+
+    async def put_item(self, **kwargs: Any) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            await super().put_item(**kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_the_leases_of_a_rollovers_children_are_created_concurrently() -> None:
+    """A rollover opens hundreds of children at once: their lease items are created concurrently, each once."""
+    table, clock = _InFlightPutTable(), _Clock()
+    shards = [Shard(f"s{i:03d}", None, "1") for i in range(300)]
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(shards)
+    assert table.most_in_flight > 1
+    assert set(table.items) == {s.shard_id for s in shards}
