@@ -205,8 +205,14 @@ class LeaseManager:
         for sid in list(held):
             lease = items.get(sid)
             # A lower counter than ours is a stale read: a renewal or checkpoint finished while the
-            # Query was in flight. Only another owner, or a counter we did not write, means loss.
-            if lease is None or lease.owner != self.worker_id or (lease.counter or 0) > held[sid].counter:
+            # Query was in flight, or the live index is behind (it is eventually consistent), even
+            # showing the owner before our take. Only a counter we did not write means loss.
+            counter = lease.counter or 0 if lease is not None else 0
+            if (
+                lease is None
+                or counter > held[sid].counter
+                or (lease.owner != self.worker_id and counter >= held[sid].counter)
+            ):
                 self._table.lose(sid, "taken by another worker" if lease is not None else "lease item gone")
         loads = self._loads(active)
         target = math.ceil(len(active) / len(loads)) if active else 0
@@ -214,12 +220,20 @@ class LeaseManager:
             target = min(target, self.max_leases)
         mine = loads[self.worker_id]
         taken: list[str] = []
-        for lease in self._candidates(active):
-            if mine >= target:
-                break
-            if await self._table.take(lease):
-                taken.append(lease.shard_id)
-                mine += 1
+        candidates = self._candidates(active)
+        # After a rollover a worker takes hundreds of children: concurrently, as many as it still lacks.
+        limit = asyncio.Semaphore(RENEW_CONCURRENCY)
+
+        async def take(lease: LeaseItem) -> bool:
+            async with limit:
+                return await self._table.take(lease)
+
+        while mine < target and candidates:
+            batch, candidates = candidates[: target - mine], candidates[target - mine :]
+            for lease, ok in zip(batch, await asyncio.gather(*(take(lease) for lease in batch)), strict=True):
+                if ok:
+                    taken.append(lease.shard_id)
+                    mine += 1
         if mine < target and not taken:
             taken += await self._steal_one(active, loads, target)
         return taken
