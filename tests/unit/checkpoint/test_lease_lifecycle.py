@@ -230,3 +230,45 @@ async def test_the_leases_of_a_rollovers_children_are_created_concurrently() -> 
     await a.ensure_leases(shards)
     assert table.most_in_flight > 1
     assert set(table.items) == {s.shard_id for s in shards}
+
+
+async def test_a_rebalance_takes_the_leases_it_lacks_concurrently() -> None:
+    """300 free leases: the takes overlap instead of running one after another."""
+    table, clock = _InFlightTable(), _Clock()
+    tree = ShardTree()
+    _listing(tree, *(Shard(f"s{i:03d}", None, "1") for i in range(300)))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    assert len(await a.rebalance(tree)) == 300
+    assert table.most_in_flight > 1
+
+
+class _LaggingIndexTable(FakeLeaseTable):
+    """The live index answers from a snapshot taken at ``freeze``: an eventually consistent read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen: list[dict[str, Any]] | None = None
+
+    def freeze(self) -> None:
+        self.frozen = [dict(i) for i in self.items.values() if "liveStreamArn" in i]
+
+    async def query(self, **kwargs: Any) -> dict[str, Any]:
+        if kwargs.get("IndexName") is not None and self.frozen is not None:
+            return {"Items": [dict(i) for i in self.frozen]}
+        return await super().query(**kwargs)
+
+
+async def test_a_stale_live_index_read_from_before_our_take_does_not_drop_the_lease() -> None:
+    """The index still shows the lease before our take (no owner, lower counter): not a loss."""
+    table, clock = _LaggingIndexTable(), _Clock()
+    tree = ShardTree()
+    _listing(tree, Shard("s0", None, "1"))
+    a = _manager(table, "A", clock)
+    await a.prepare()
+    await a.ensure_leases(tree.shards.values())
+    table.freeze()
+    assert await a.rebalance(tree) == ["s0"]  # the frozen read still offers it; the take is conditional
+    await a.rebalance(tree)
+    assert a.held() == {"s0"}
+    await a.checkpoint("s0", "5", shard_end=False, parent_shard_id=None)
