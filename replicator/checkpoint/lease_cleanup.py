@@ -18,9 +18,12 @@ and also repairs the live index's key on items an older version wrote (a rolling
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+from replicator.checkpoint.dynamodb import LIVE_ATTRIBUTE
+from replicator.core.errors import error_code
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -62,6 +65,28 @@ def deletable(
     return out
 
 
+async def set_live(table: LeaseTable, lease: LeaseItem) -> None:
+    """Backfill: give a lease the live index's key, or remove it from a finished one."""
+    if lease.shard_end:
+        update, condition = f"REMOVE {LIVE_ATTRIBUTE}", "shardEnd = :true"
+        values: dict[str, Any] = {":true": {"BOOL": True}}
+    else:
+        update = f"SET {LIVE_ATTRIBUTE} = :s"
+        condition = "attribute_exists(shardId) AND (attribute_not_exists(shardEnd) OR shardEnd = :false)"
+        values = {":s": {"S": table.stream_arn}, ":false": {"BOOL": False}}
+    try:
+        await table.client.update_item(
+            TableName=table.table,
+            Key={"streamArn": {"S": table.stream_arn}, "shardId": {"S": lease.shard_id}},
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeValues=values,
+        )
+    except Exception as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise
+
+
 async def sweep(
     table: LeaseTable, *, listed_children: Mapping[str, Iterable[str]] | None, now_s: float, retention_s: float
 ) -> int:
@@ -77,7 +102,7 @@ async def sweep(
         if lease.started:
             table.finished.update(lease.parents)
         if lease.live == lease.shard_end:
-            await table.set_live(lease)
+            await set_live(table, lease)
     if listed_children is None:
         return 0
     deleted = 0

@@ -216,27 +216,6 @@ class LeaseTable:
                 self.finished.add(lease.shard_id)
         return out
 
-    async def set_live(self, lease: LeaseItem) -> None:
-        """Backfill: give a lease the live index's key, or remove it from a finished one."""
-        if lease.shard_end:
-            update, condition = f"REMOVE {LIVE_ATTRIBUTE}", "shardEnd = :true"
-            values: dict[str, Any] = {":true": {"BOOL": True}}
-        else:
-            update = f"SET {LIVE_ATTRIBUTE} = :s"
-            condition = "attribute_exists(shardId) AND (attribute_not_exists(shardEnd) OR shardEnd = :false)"
-            values = {":s": {"S": self.stream_arn}, ":false": {"BOOL": False}}
-        try:
-            await self._client.update_item(
-                TableName=self.table,
-                Key=self._key(lease.shard_id),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-            )
-        except Exception as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise
-
     async def delete_finished(self, shard_id: str) -> bool:
         """Delete a finished shard's item (conditional on it being finished); False if it was not."""
         try:
