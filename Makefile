@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: venv deps apt-tools dynamodb-local test demo lint bench bench-smoke lambda-package docs lock
+.PHONY: venv deps apt-tools dynamodb-local test demo lint bench bench-smoke bench-scale lambda-package docs lock
 
 venv: $(VENV_STAMP)
 
@@ -71,6 +71,13 @@ bench-smoke: deps
 lock: venv
 	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
 	  --upgrade --quiet --output-file requirements.lock
+
+# bench-scale: 1,000 shards rolling over (accelerated), 3 leased workers on DynamoDB Local, ~10 minutes:
+# RSS, idle cost, lease-table size, rebalance time, lag (JSON in bench/results/scale-*.json).
+# SCALE_ARGS='--reader {"max_idle_poll_interval_s": 4}' tries another idle-polling setting.
+SCALE_ARGS ?=
+bench-scale: deps
+	$(VENV)/bin/python bench/scale.py $(SCALE_ARGS)
 
 # lambda-package: dist/lambda.zip for deploy/lambda/template.yaml (replicator + manylinux wheels of its
 # runtime dependencies, pinned by requirements.lock; deterministic). LAMBDA_ARCH=arm64 for Graviton;

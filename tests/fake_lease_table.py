@@ -22,17 +22,45 @@ class FakeLeaseTable:
     def __init__(self) -> None:
         """Start empty."""
         self.items: dict[str, dict[str, Any]] = {}
+        self.queries: list[dict[str, Any]] = []
+        self.has_live_index = True
+        """False: a table made before the live index (DescribeTable lists no index until UpdateTable)."""
+        self.index_updates = 0
 
     async def create_table(self, **_: Any) -> None:
         """CreateTable: the table always exists."""
 
     async def describe_table(self, **_: Any) -> dict[str, Any]:
-        """DescribeTable: always active."""
-        return {"Table": {"TableStatus": "ACTIVE"}}
+        """DescribeTable: always active, with the live index once it exists."""
+        indexes = [{"IndexName": "live-leases", "IndexStatus": "ACTIVE"}] if self.has_live_index else []
+        return {"Table": {"TableStatus": "ACTIVE", "GlobalSecondaryIndexes": indexes}}
 
-    async def query(self, **_: Any) -> dict[str, Any]:
-        """Query: every item, one page."""
+    async def update_table(self, **_: Any) -> None:
+        """UpdateTable: adds the live index (active at once)."""
+        self.index_updates += 1
+        self.has_live_index = True
+
+    async def query(self, **kwargs: Any) -> dict[str, Any]:
+        """Query: every item, one page; on the live index only items with its key (it cannot be consistent)."""
+        self.queries.append(kwargs)
+        if kwargs.get("IndexName") is not None:
+            assert not kwargs.get("ConsistentRead"), "a GSI cannot be read consistently"
+            return {"Items": [dict(i) for i in self.items.values() if "liveStreamArn" in i]}
         return {"Items": [dict(i) for i in self.items.values()]}
+
+    async def batch_get_item(self, *, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803 - botocore's names
+        """BatchGetItem: the items that exist, all keys processed."""
+        (table, request), *_ = RequestItems.items()
+        found = [dict(self.items[k["shardId"]["S"]]) for k in request["Keys"] if k["shardId"]["S"] in self.items]
+        return {"Responses": {table: found}}
+
+    async def delete_item(self, **kwargs: Any) -> None:
+        """DeleteItem with shardEnd = :true."""
+        key = kwargs["Key"]["shardId"]["S"]
+        item = self.items.get(key)
+        if item is None or not item.get("shardEnd", {}).get("BOOL", False):
+            raise ConditionFailedError
+        del self.items[key]
 
     async def put_item(self, *, Item: dict[str, Any], **_: Any) -> None:  # noqa: N803 - botocore's names
         """PutItem with attribute_not_exists(shardId)."""
@@ -55,10 +83,13 @@ class FakeLeaseTable:
             ok &= "leaseCounter" not in item
         if "shardEnd = :false" in condition:
             ok &= not item.get("shardEnd", {}).get("BOOL", False)
+        if "shardEnd = :true" in condition:
+            ok &= item.get("shardEnd", {}).get("BOOL", False)
         if not ok:
             raise ConditionFailedError
-        if update.startswith("REMOVE leaseOwner"):
-            item.pop("leaseOwner", None)
+        for removed in re.findall(r"REMOVE ([\w, ]+?)(?= SET|$)", update):
+            for name in removed.split(","):
+                item.pop(name.strip(), None)
         for name, ref in re.findall(r"(\w+) = (:\w+)", update.split("SET", 1)[-1]):
             item[name] = values[ref]
 

@@ -2,6 +2,12 @@
 
 Key: ``streamArn`` (hash) and ``shardId`` (range), so one table can serve several streams. The item is
 also the shard's lease (``leaseOwner``, ``leaseCounter``) when workers share shards.
+
+The sparse index ``live-leases`` (hash ``liveStreamArn``, range ``shardId``) holds only the leases of
+shards not yet read to their end: a lease carries ``liveStreamArn`` from its creation until its shard-end
+checkpoint removes it, so rebalancing reads open shards, not the stream's history. Tables made before
+the index existed get it on the first start of a leased worker (``ensure_live_index``; the worker's role
+needs ``dynamodb:UpdateTable``), which also backfills the attribute (``lease_table.py``).
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from replicator.checkpoint import Checkpoint
 from replicator.core.errors import error_code
@@ -18,6 +26,27 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import AttributeDefinitionTypeDef, GlobalSecondaryIndexTypeDef
+
+log = structlog.get_logger(__name__)
+
+LIVE_INDEX = "live-leases"
+LIVE_ATTRIBUTE = "liveStreamArn"
+"""Set to the stream ARN on leases whose shard has work left; removed at shard end (sparse index key)."""
+
+_LIVE_INDEX_SPEC: GlobalSecondaryIndexTypeDef = {
+    "IndexName": LIVE_INDEX,
+    "KeySchema": [
+        {"AttributeName": LIVE_ATTRIBUTE, "KeyType": "HASH"},
+        {"AttributeName": "shardId", "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "ALL"},
+}
+_ATTRIBUTES: list[AttributeDefinitionTypeDef] = [
+    {"AttributeName": "streamArn", "AttributeType": "S"},
+    {"AttributeName": "shardId", "AttributeType": "S"},
+    {"AttributeName": LIVE_ATTRIBUTE, "AttributeType": "S"},
+]
 
 
 class DynamoDBCheckpointStore:
@@ -37,10 +66,8 @@ class DynamoDBCheckpointStore:
                     {"AttributeName": "streamArn", "KeyType": "HASH"},
                     {"AttributeName": "shardId", "KeyType": "RANGE"},
                 ],
-                AttributeDefinitions=[
-                    {"AttributeName": "streamArn", "AttributeType": "S"},
-                    {"AttributeName": "shardId", "AttributeType": "S"},
-                ],
+                AttributeDefinitions=_ATTRIBUTES,
+                GlobalSecondaryIndexes=[_LIVE_INDEX_SPEC],
                 BillingMode="PAY_PER_REQUEST",
             )
         except Exception as exc:
@@ -83,17 +110,44 @@ class DynamoDBCheckpointStore:
         if parent_shard_id is not None:
             sets.append("parentShardId = :parent")
             values[":parent"] = {"S": parent_shard_id}
+        # A finished shard leaves the live index (in case leased workers share this table later).
+        remove = f" REMOVE {LIVE_ATTRIBUTE}" if shard_end else ""
         await complete_before_cancel(
             self._client.update_item(
                 TableName=self.table,
                 Key={"streamArn": {"S": stream_arn}, "shardId": {"S": shard_id}},
-                UpdateExpression="SET " + ", ".join(sets),
+                UpdateExpression="SET " + ", ".join(sets) + remove,
                 ExpressionAttributeValues=values,
             )
         )
 
     async def close(self) -> None:
         """The client belongs to the service's exit stack; nothing to release here."""
+
+
+async def live_index_status(client: DynamoDBClient, table: str) -> str | None:
+    """The live index's status (``ACTIVE``, ``CREATING``...), asking DynamoDB to add it when missing.
+
+    None: the index is missing and could not be added (no ``dynamodb:UpdateTable``, or another index
+    change is in progress); rebalancing then reads the whole stream's items, as before the index.
+    """
+    desc = await client.describe_table(TableName=table)
+    for index in desc["Table"].get("GlobalSecondaryIndexes", []):
+        if index["IndexName"] == LIVE_INDEX:
+            return str(index.get("IndexStatus", "ACTIVE"))
+    try:
+        await client.update_table(
+            TableName=table,
+            AttributeDefinitions=_ATTRIBUTES,
+            GlobalSecondaryIndexUpdates=[{"Create": {**_LIVE_INDEX_SPEC}}],
+        )
+    except Exception as exc:  # noqa: BLE001 - without the index the worker works, at the old read cost
+        code = error_code(exc)
+        if code not in ("ResourceInUseException", "ValidationException"):
+            log.warning("live_index_not_created", table=table, error_code=code, error=type(exc).__name__)
+            return None
+    log.info("live_index_creating", table=table, index=LIVE_INDEX)
+    return "CREATING"
 
 
 def _from_item(item: dict[str, Any]) -> Checkpoint:

@@ -3,8 +3,16 @@
 A lease is the shard's checkpoint item (``checkpoint/dynamodb.py``), keyed by ``streamArn`` and
 ``shardId``: ``leaseOwner`` (worker id, absent when free), ``leaseCounter`` (bumped by every take,
 renewal, checkpoint and release; absent on an item a checkpoint store without leases wrote),
-``checkpoint``, ``shardEnd``, ``parentShardId`` and ``updatedAt``. A take is conditional on the counter
-this worker read; every other write on the counter this worker last wrote and on being the owner.
+``checkpoint``, ``shardEnd``, ``parentShardId`` (and ``adjacentParentShardId`` after a Kinesis merge),
+``updatedAt``, and ``liveStreamArn`` while the shard has work left (the key of the sparse ``live-leases``
+index, ``dynamodb.py``). A take is conditional on the counter this worker read; every other write on the
+counter this worker last wrote and on being the owner.
+
+Rebalancing reads the live index only (eventually consistent: a stale read is at worst a take that
+fails its condition, or a lower counter than ours, which is not a loss). That a shard finished stays
+answerable from the store after its item left the index, and after cleanup deleted it
+(``lease_cleanup.py``): its item says ``shardEnd``, or a child's lease was taken (``leaseCounter`` above
+0), which only happens once every parent ended.
 
 Renewals and checkpoints of one lease are serialised by a lock in this worker, so they never fail each
 other's counter condition. Every lease write (take, renew, checkpoint, release) runs to its answer even
@@ -22,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from replicator.checkpoint import Checkpoint
-from replicator.checkpoint.dynamodb import stream_items
+from replicator.checkpoint.dynamodb import LIVE_ATTRIBUTE, LIVE_INDEX, stream_items
 from replicator.core.errors import LeaseLostError, error_code
 from replicator.core.shield import complete_before_cancel
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from types_aiobotocore_dynamodb import DynamoDBClient
 
@@ -50,6 +58,19 @@ class LeaseItem:
     shard_end: bool
     parent_shard_id: str | None
     updated_at_s: float
+    adjacent_parent_shard_id: str | None = None
+    live: bool = False
+    """The item carries the live index's key (``liveStreamArn``)."""
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """The shard's parents as the lease records them."""
+        return tuple(p for p in (self.parent_shard_id, self.adjacent_parent_shard_id) if p is not None)
+
+    @property
+    def started(self) -> bool:
+        """Some worker took the lease (only done once every parent ended), or it has progress."""
+        return bool(self.counter) or self.checkpoint is not None or self.shard_end
 
     def as_checkpoint(self) -> Checkpoint:
         """Return the checkpoint view of the lease."""
@@ -84,6 +105,8 @@ def _parse(item: dict[str, Any]) -> LeaseItem:
         shard_end=bool(item.get("shardEnd", {}).get("BOOL", False)),
         parent_shard_id=item.get("parentShardId", {}).get("S"),
         updated_at_s=float(item.get("updatedAt", {}).get("N", "0")),
+        adjacent_parent_shard_id=item.get("adjacentParentShardId", {}).get("S"),
+        live=LIVE_ATTRIBUTE in item,
     )
 
 
@@ -113,32 +136,118 @@ class LeaseTable:
         self._history = history
         self.held: dict[str, HeldLease] = {}
         self.items: dict[str, LeaseItem] = {}
-        """Every lease of the stream, as of the last refresh."""
+        """Every live lease of the stream (shard with work left), as of the last refresh."""
         self.seen: dict[str, tuple[str | None, int | None, float]] = {}
         """shard -> (owner, counter, when this worker first saw that pair): expiry by observation."""
+        self.finished: set[str] = set()
+        """Listed shards known to be read to their end (their item left the live index)."""
+        self.exists: set[str] = set()
+        """Listed shards known to have a lease item (so discovery need not create one)."""
+        self.use_index = False
+        """Read the live index (True once it is ACTIVE and backfilled) or the whole stream's items."""
+
+    @property
+    def client(self) -> DynamoDBClient:
+        """The checkpoint table's client."""
+        return self._client
 
     def _key(self, shard_id: str) -> dict[str, Any]:
         return {"streamArn": {"S": self.stream_arn}, "shardId": {"S": shard_id}}
 
     async def refresh(self) -> dict[str, LeaseItem]:
-        """Read every lease of the stream (consistent Query) and note counter changes for expiry."""
+        """Read every live lease of the stream and note counter changes for expiry."""
         items: dict[str, LeaseItem] = {}
-        async for raw in stream_items(self._client, self.table, self.stream_arn):
+        raws = self._live_items() if self.use_index else stream_items(self._client, self.table, self.stream_arn)
+        async for raw in raws:
             lease = _parse(raw)
-            items[lease.shard_id] = lease
+            if lease.shard_end:
+                self.finished.add(lease.shard_id)
+            else:
+                items[lease.shard_id] = lease
         now = self._clock()
         for lease in items.values():
             seen = self.seen.get(lease.shard_id)
             if seen is None or seen[:2] != (lease.owner, lease.counter):
                 self.seen[lease.shard_id] = (lease.owner, lease.counter, now)
+        for gone in self.seen.keys() - items.keys():
+            del self.seen[gone]
+        self.exists.update(items)
         self.items = items
         return items
 
+    async def _live_items(self) -> AsyncIterator[dict[str, Any]]:
+        # A GSI cannot be read consistently: see the module docstring for why stale reads are harmless.
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": LIVE_INDEX,
+            "KeyConditionExpression": f"{LIVE_ATTRIBUTE} = :s",
+            "ExpressionAttributeValues": {":s": {"S": self.stream_arn}},
+        }
+        while True:
+            page = await self._client.query(**kwargs)
+            for item in page.get("Items", []):
+                yield dict(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def read_all(self) -> list[LeaseItem]:
+        """Every lease item of the stream, finished ones included (consistent Query): cleanup, migration."""
+        return [_parse(raw) async for raw in stream_items(self._client, self.table, self.stream_arn)]
+
+    async def lookup(self, shard_ids: Iterable[str]) -> dict[str, LeaseItem]:
+        """Read some leases by key (consistent); a shard without item is absent from the answer."""
+        wanted = sorted(set(shard_ids))
+        out: dict[str, LeaseItem] = {}
+        for start in range(0, len(wanted), 100):
+            keys = [self._key(sid) for sid in wanted[start : start + 100]]
+            while keys:
+                answer = await self._client.batch_get_item(
+                    RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
+                )
+                for raw in answer.get("Responses", {}).get(self.table, []):
+                    lease = _parse(dict(raw))
+                    out[lease.shard_id] = lease
+                unprocessed: dict[str, Any] = dict(answer.get("UnprocessedKeys", {}))
+                keys = list(unprocessed.get(self.table, {}).get("Keys", []))
+        for lease in out.values():
+            self.exists.add(lease.shard_id)
+            if lease.shard_end:
+                self.finished.add(lease.shard_id)
+        return out
+
+    async def delete_finished(self, shard_id: str) -> bool:
+        """Delete a finished shard's item (conditional on it being finished); False if it was not."""
+        try:
+            await self._client.delete_item(
+                TableName=self.table,
+                Key=self._key(shard_id),
+                ConditionExpression="shardEnd = :true",
+                ExpressionAttributeValues={":true": {"BOOL": True}},
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        self._record(shard_id, "deleted", self._wall(), None)
+        return True
+
+    def forget(self, listed: set[str]) -> None:
+        """Drop what is known of shards no longer listed (their items are history, not needed in memory)."""
+        self.finished &= listed
+        self.exists &= listed
+
     async def create(self, shard: Shard) -> None:
         """Create the shard's lease item unless it exists (any worker may; only one succeeds)."""
-        item: dict[str, Any] = {**self._key(shard.shard_id), "leaseCounter": {"N": "0"}}
+        item: dict[str, Any] = {
+            **self._key(shard.shard_id),
+            "leaseCounter": {"N": "0"},
+            LIVE_ATTRIBUTE: {"S": self.stream_arn},
+        }
         if shard.parent_shard_id is not None:
             item["parentShardId"] = {"S": shard.parent_shard_id}
+        if shard.adjacent_parent_shard_id is not None:
+            item["adjacentParentShardId"] = {"S": shard.adjacent_parent_shard_id}
         try:
             await self._client.put_item(
                 TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(shardId)"
@@ -146,6 +255,7 @@ class LeaseTable:
         except Exception as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
+        self.exists.add(shard.shard_id)
 
     async def take(self, lease: LeaseItem, *, steal: bool = False) -> bool:
         """Take a lease whose counter is still the one seen; False when someone else moved first."""
@@ -211,7 +321,11 @@ class LeaseTable:
         # At shard end the lease is done for good: nothing left to renew or to hand over; children may
         # now be taken.
         last = "ended" if shard_end else None
-        await self._conditional(shard_id, "SET " + ", ".join(sets), values, "checkpoint", last=last)
+        # At shard end the lease also leaves the live index: rebalancing no longer reads it.
+        update = "SET " + ", ".join(sets) + (f" REMOVE {LIVE_ATTRIBUTE}" if shard_end else "")
+        await self._conditional(shard_id, update, values, "checkpoint", last=last)
+        if shard_end:
+            self.finished.add(shard_id)
 
     async def renew(self, shard_id: str) -> None:
         """Bump the counter of a held lease; LeaseLostError when another worker holds it."""

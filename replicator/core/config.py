@@ -302,6 +302,17 @@ class LeaseConfig(BaseModel):
         default=None, ge=1, description="At most this many shards per worker; default: no cap."
     )
     history_path: Path | None = Field(default=None, description="Append lease events here as JSON lines.")
+    finished_retention_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "A finished shard's lease item is deleted only this long after its shard ended (and once every "
+            "child started): the stream's retention (24 h for DynamoDB Streams; set a Kinesis stream's own)."
+        ),
+    )
+    cleanup_interval_s: float = Field(
+        default=300.0, gt=0, description="How often a worker looks for finished lease items to delete."
+    )
 
     @model_validator(mode="after")
     def _renew_inside_failover(self) -> LeaseConfig:

@@ -9,7 +9,10 @@ import asyncio
 import functools
 from typing import TYPE_CHECKING, Protocol
 
+import structlog
+
 from replicator.checkpoint.leases import LeasedCheckpointStore, LeaseManager
+from replicator.core.errors import error_code
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.runtime.supervise import supervised
 
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from replicator.core.config import LeaseConfig
     from replicator.observe.metrics import Metrics
     from replicator.source.shards import Shard, ShardTree
+
+log = structlog.get_logger(__name__)
 
 LEASE_RETRY = RetryPolicy(max_attempts=None, max_delay_s=10)
 """Creating and taking leases is retried without limit: until it works, this worker has nothing to read."""
@@ -176,10 +181,11 @@ class LeasedAssignment:
         self._renewer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start renewing held leases every ``cycle_s`` (leases are read and taken by ``assign``).
+        """Add/backfill the live-lease index, then renew held leases every ``cycle_s`` (``assign`` takes them).
 
         The renewer is supervised (``supervise.py``): if it dies it is logged, counted and restarted.
         """
+        await retrying("PrepareLeases", self.leases.prepare, policy=LEASE_RETRY, metrics=self.metrics)
         renew = supervised("lease-renewer", self.leases.run_renewer, metrics=self.metrics)
         self._renewer = asyncio.create_task(renew, name="lease-renewer")
 
@@ -191,6 +197,10 @@ class LeasedAssignment:
     async def assign(self, tree: ShardTree) -> None:
         """Refresh the leases; take free and expired ones up to the fair share, or steal one."""
         await retrying("TakeLeases", lambda: self.leases.rebalance(tree), policy=LEASE_RETRY, metrics=self.metrics)
+        try:
+            await self.leases.cleanup_if_due(tree)
+        except Exception as exc:  # noqa: BLE001 - cleanup is housekeeping: the next sweep tries again
+            log.warning("lease_cleanup_failed", error=type(exc).__name__, error_code=error_code(exc))
 
     def checkpoints(self) -> dict[str, Checkpoint]:
         """The checkpoints of every lease, as of the last refresh."""

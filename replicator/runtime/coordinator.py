@@ -132,6 +132,7 @@ class Coordinator:
         new = self.tree.update(shards)
         if new:
             log.info("shards_discovered", new=len(new), known=len(self.tree.shards))
+        self._forget(self.tree.prune((s.shard_id for s in shards), keep=[*self._running, *self._failed]))
         await self.assignment.discovered(shards)
         if self.tree.shards and all(shard.closed for shard in self.tree.shards.values()):
             # An enabled DynamoDB stream always has an open shard: this one was disabled, or replaced.
@@ -164,6 +165,14 @@ class Coordinator:
         self._initial = initial
         if self.starting_position == "LATEST":
             self._latest_open = {sid for sid in initial if not self.tree.shards[sid].closed}
+
+    def _forget(self, gone: list[str]) -> None:
+        """Drop what this worker kept of shards the stream no longer lists (a failed one stays visible)."""
+        for sid in gone:
+            self._ended.pop(sid, None)
+            status = self.state.shards.get(sid)
+            if status is not None and status.state == "closed":
+                self.state.release(sid)
 
     def _checkpoints(self) -> dict[str, Checkpoint]:
         return {**self.assignment.checkpoints(), **self._ended}

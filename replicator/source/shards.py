@@ -70,6 +70,18 @@ class ShardTree:
             self.shards[shard.shard_id] = shard
         return new
 
+    def prune(self, listed: Iterable[str], keep: Iterable[str] = ()) -> list[str]:
+        """Forget shards the stream no longer lists (trimmed), except ``keep``; return those forgotten.
+
+        Memory then follows the listed shards, not the stream's history. A forgotten parent counts as
+        done for its children, as a parent never seen does (``ready``).
+        """
+        still = set(listed) | set(keep)
+        gone = [sid for sid in self.shards if sid not in still]
+        for sid in gone:
+            del self.shards[sid]
+        return gone
+
     def ready(
         self, checkpoints: Mapping[str, ShardProgress], active: Iterable[str], *, unordered: Iterable[str] = ()
     ) -> list[Shard]:

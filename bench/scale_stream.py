@@ -1,0 +1,230 @@
+"""A simulated DynamoDB Streams stream of many shards that roll over, computed from the clock (bench only).
+
+Every worker process of ``bench/scale.py`` holds its own copy; they agree because the stream is a pure
+function of wall-clock time and of the schedule the harness writes (``Schedule``). It quacks like the
+``dynamodb`` and ``dynamodbstreams`` clients the worker uses (DescribeTable, DescribeStream in pages of
+100, GetShardIterator, GetRecords), so the worker's real source code path runs.
+
+- Generation 0 of ``shards`` shards is open from the start. From ``roll_start`` every shard rolls over
+  every ``lifetime_s``: it closes and a child (same index, next generation) opens. A closed shard stays
+  listed for ``retention_s`` after it closed (DynamoDB Streams: 24 h), then is trimmed.
+- Busy shards (every ``1/busy_fraction``-th index) get ``busy_rate`` records/s from ``busy_start``.
+- Each idle shard gets ONE record (a wake-up) at a time spread over ``[wake_start, wake_end]``.
+- A record's image carries ``t``, the time it was appended, and ``kind`` (busy, wake): the worker's
+  target wrapper derives the lag from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import time
+from typing import Any
+
+ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/Scale/stream/2026-01-01T00:00:00.000"
+PAGE = 100
+FAR = 1e18
+
+
+@dataclasses.dataclass
+class Schedule:
+    """Absolute wall-clock times of the phases (FAR: not yet); written by the harness."""
+
+    busy_start: float = FAR
+    wake_start: float = FAR
+    wake_end: float = FAR
+    roll_start: float = FAR
+    roll_end: float = FAR
+    """No rollover after this: the end state is measured at rest."""
+
+
+@dataclasses.dataclass
+class Counters:
+    """GetRecords calls by shard kind, and how many returned nothing."""
+
+    idle_calls: int = 0
+    idle_empty: int = 0
+    busy_calls: int = 0
+
+
+class SimStream:
+    """The stream, as of ``time.time()``."""
+
+    def __init__(
+        self, *, shards: int, busy_fraction: float, busy_rate: float, lifetime_s: float, retention_s: float
+    ) -> None:
+        """Describe the stream; the schedule starts as 'nothing happens'."""
+        self.n = shards
+        self.busy_every = max(1, round(1 / busy_fraction)) if busy_fraction > 0 else shards + 1
+        self.busy_rate = busy_rate
+        self.lifetime_s = lifetime_s
+        self.retention_s = retention_s
+        self.schedule = Schedule()
+        self.counters = Counters()
+        self._listing: tuple[tuple[int, int], list[tuple[int, int]]] = ((-1, -1), [])
+
+    # --- the model -------------------------------------------------------------------------------
+    def busy(self, i: int) -> bool:
+        """Whether shard index ``i`` is busy."""
+        return i % self.busy_every == 0
+
+    def generation(self, now: float) -> int:
+        """The open generation at ``now``."""
+        start = self.schedule.roll_start
+        return 0 if now < start else 1 + int((min(now, self.schedule.roll_end) - start) // self.lifetime_s)
+
+    def span(self, gen: int) -> tuple[float, float]:
+        """When generation ``gen`` opened and closed (FAR: still open)."""
+        start = self.schedule.roll_start
+        opened = 0.0 if gen == 0 else start + (gen - 1) * self.lifetime_s
+        closed = start + gen * self.lifetime_s if start < FAR else FAR
+        if closed > self.schedule.roll_end:
+            closed = FAR
+        return opened, closed
+
+    def record_times(self, gen: int, i: int, now: float) -> list[float]:
+        """Times of the records of shard (gen, i) appended by ``now``."""
+        opened, closed = self.span(gen)
+        hi = min(now, closed)
+        if self.busy(i):
+            begin = max(opened, self.schedule.busy_start)
+            if hi <= begin:
+                return []
+            first = math.ceil(begin * self.busy_rate)
+            last = math.ceil(hi * self.busy_rate) - 1
+            return [round(k / self.busy_rate, 3) for k in range(first, last + 1)]
+        s = self.schedule
+        if s.wake_start >= FAR:
+            return []
+        idle_rank = i - i // self.busy_every - 1
+        idle_total = self.n - math.ceil(self.n / self.busy_every)
+        # Times in whole milliseconds: a sequence number holds milliseconds, and resuming must not repeat.
+        t = round(s.wake_start + (s.wake_end - s.wake_start) * idle_rank / max(1, idle_total), 3)
+        return [t] if opened <= t < hi else []
+
+    @staticmethod
+    def shard_id(gen: int, i: int) -> str:
+        """The shard id of (gen, i)."""
+        return f"shardId-{gen:07d}-{i:05d}"
+
+    @staticmethod
+    def parse(shard_id: str) -> tuple[int, int]:
+        """(gen, i) of a shard id."""
+        _, gen, i = shard_id.split("-")
+        return int(gen), int(i)
+
+    def seq(self, gen: int, t: float, i: int) -> str:
+        """A sequence number ordered by generation, then time, within a shard."""
+        return f"{gen:06d}{round(t * 1000):015d}{i:05d}"
+
+    def listed(self, now: float) -> list[tuple[int, int]]:
+        """Shards listed at ``now``: the open generation and the closed ones within retention."""
+        top = self.generation(now)
+        oldest = top
+        while oldest > 0 and now - self.span(oldest - 1)[1] <= self.retention_s:
+            oldest -= 1
+        if self._listing[0] != (oldest, top):
+            # Cached: a discovery asks for every page, and the harness's CPU counts as the worker's.
+            self._listing = ((oldest, top), [(gen, i) for gen in range(oldest, top + 1) for i in range(self.n)])
+        return self._listing[1]
+
+    # --- dynamodb / dynamodbstreams clients -------------------------------------------------------
+    async def describe_table(self, TableName: str) -> dict[str, Any]:  # noqa: N803 - botocore's names
+        """DescribeTable: the stream's ARN."""
+        return {
+            "Table": {
+                "TableName": TableName,
+                "LatestStreamArn": ARN,
+                "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            }
+        }
+
+    async def describe_stream(
+        self,
+        StreamArn: str,  # noqa: ARG002, N803 - botocore's names
+        Limit: int = PAGE,  # noqa: N803
+        ExclusiveStartShardId: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """DescribeStream: pages of 100 in creation order."""
+        now = time.time()
+        listed = self.listed(now)
+        start = 0
+        if ExclusiveStartShardId is not None:
+            gen, i = self.parse(ExclusiveStartShardId)
+            start = (gen - listed[0][0]) * self.n + i + 1 if listed else 0
+        page = listed[start : start + min(Limit, PAGE)]
+        desc: dict[str, Any] = {
+            "StreamArn": ARN,
+            "StreamStatus": "ENABLED",
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+            "Shards": [self._describe(gen, i, now) for gen, i in page],
+        }
+        if start + len(page) < len(listed):
+            desc["LastEvaluatedShardId"] = self.shard_id(*page[-1])
+        return {"StreamDescription": desc}
+
+    def _describe(self, gen: int, i: int, now: float) -> dict[str, Any]:
+        opened, closed = self.span(gen)
+        rng = {"StartingSequenceNumber": self.seq(gen, opened, i)}
+        if now >= closed:
+            times = self.record_times(gen, i, now)
+            rng["EndingSequenceNumber"] = self.seq(gen, times[-1] if times else opened, i)
+        out: dict[str, Any] = {"ShardId": self.shard_id(gen, i), "SequenceNumberRange": rng}
+        if gen > 0:
+            out["ParentShardId"] = self.shard_id(gen - 1, i)
+        return out
+
+    async def get_shard_iterator(
+        self,
+        StreamArn: str,  # noqa: ARG002, N803 - botocore's names
+        ShardId: str,  # noqa: N803
+        ShardIteratorType: str,  # noqa: N803
+        SequenceNumber: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """An iterator is 'shard|time after which records are returned'."""
+        if ShardIteratorType in ("AFTER_SEQUENCE_NUMBER", "AT_SEQUENCE_NUMBER") and SequenceNumber:
+            after = int(SequenceNumber[6:21]) / 1000 - (0.0005 if ShardIteratorType == "AT_SEQUENCE_NUMBER" else 0)
+        elif ShardIteratorType == "LATEST":
+            after = time.time()
+        else:
+            after = -1.0
+        return {"ShardIterator": f"{ShardId}|{after!r}"}
+
+    async def get_records(self, ShardIterator: str, Limit: int = 1000) -> dict[str, Any]:  # noqa: N803
+        """Records after the iterator's time; no NextShardIterator once a closed shard is read."""
+        shard_id, after_s = ShardIterator.split("|")
+        gen, i = self.parse(shard_id)
+        after = float(after_s)
+        now = time.time()
+        times = [t for t in self.record_times(gen, i, now) if t > after + 0.0002][:Limit]
+        if self.busy(i):
+            self.counters.busy_calls += 1
+        else:
+            self.counters.idle_calls += 1
+            self.counters.idle_empty += not times
+        out: dict[str, Any] = {"Records": [self._record(gen, i, t) for t in times]}
+        last = times[-1] if times else after
+        if not (now >= self.span(gen)[1] and not [t for t in self.record_times(gen, i, now) if t > last + 0.0002]):
+            out["NextShardIterator"] = f"{shard_id}|{last!r}"
+        return out
+
+    def _record(self, gen: int, i: int, t: float) -> dict[str, Any]:
+        kind = "busy" if self.busy(i) else "wake"
+        key = {"pk": {"S": f"s{i}-{round(t * 1000) % 20}"}}
+        image = {**key, "t": {"N": repr(t)}, "kind": {"S": kind}, "g": {"N": str(gen)}}
+        return {
+            "eventID": f"{gen}-{i}-{t!r}",
+            "eventName": "MODIFY",
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {
+                "ApproximateCreationDateTime": dt.datetime.fromtimestamp(t, tz=dt.UTC),
+                "Keys": key,
+                "NewImage": image,
+                "SequenceNumber": self.seq(gen, t, i),
+                "SizeBytes": 60,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            },
+        }
