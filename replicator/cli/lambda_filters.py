@@ -24,7 +24,11 @@ def _criteria(config_path: Path | None) -> tuple[dict[str, Any], list[str]]:
     from replicator.pipeline.filters import compile_filters, lambda_filter_criteria  # noqa: PLC0415 - CLI start-up
 
     cfg = load_or_exit(config_path)  # the whole configuration, transforms included, or exit 2
-    return lambda_filter_criteria(cfg.filters), list(compile_filters(cfg.filters).warnings)
+    quota = cfg.filters_per_event_source_mapping
+    return (
+        lambda_filter_criteria(cfg.filters, max_filters=quota),
+        list(compile_filters(cfg.filters, max_filters=quota).warnings),
+    )
 
 
 def render_yaml(criteria: dict[str, Any]) -> str:

@@ -49,7 +49,7 @@ class Pipeline:
         return cls(
             replication=cfg.replication,
             origin_region=cfg.source.region,
-            filters=compile_filters(cfg.filters),
+            filters=compile_filters(cfg.filters, max_filters=cfg.filters_per_event_source_mapping),
             transforms=build_transforms(
                 cfg.transforms,
                 marker_attributes=cfg.replication.marker_attributes,
