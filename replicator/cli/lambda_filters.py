@@ -7,7 +7,6 @@ cost no invocation); the handler runs the same filters again, so both modes keep
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import click
 import yaml
 
 from replicator.cli.common import config_option, load_or_exit
-from replicator.core.errors import ConfigError
 
 _NO_FILTERS = "no filters configured: leave FilterCriteria out of the event source mapping"
 
@@ -49,11 +47,7 @@ def render_yaml(criteria: dict[str, Any]) -> str:
 )
 def command(config_path: Path | None, output_format: str) -> None:
     """Print the event source mapping FilterCriteria equivalent to the configuration's filters."""
-    try:
-        criteria, warnings = _criteria(config_path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    criteria, warnings = _criteria(config_path)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     if not criteria["Filters"]:

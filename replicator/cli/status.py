@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from replicator.cli.common import config_option, load_or_exit
-from replicator.core.errors import ReplicatorError
 
 
 @click.command("status")
@@ -25,11 +24,7 @@ def command(config_path: Path | None, *, as_json: bool) -> None:
     from replicator.ops.status import render_table, status_from_config  # noqa: PLC0415
 
     cfg = load_or_exit(config_path)
-    try:
-        report = asyncio.run(status_from_config(cfg))
-    except (ReplicatorError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    report = asyncio.run(status_from_config(cfg))
     if as_json:
         click.echo(report.to_json())
     else:
