@@ -83,6 +83,10 @@ class MetricsConfig(BaseModel):
     port: int = Field(default=9108, ge=0, le=65535, description="0 picks any free port (logged).")
     enabled: bool = True
     readiness_timeout_s: float = Field(default=120.0, gt=0)
+    created_series: bool = Field(
+        default=False,
+        description="Also export prometheus_client's <counter>_created timestamp series (one more per label set).",
+    )
 
 
 class LoggingConfig(BaseModel):
