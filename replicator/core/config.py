@@ -239,6 +239,12 @@ class Config(BaseSettings):
     replication: ReplicationConfig = ReplicationConfig()
     failure: FailurePolicyConfig = FailurePolicyConfig()
     filters: list[dict[str, Any]] = Field(default_factory=list, max_length=10)
+    filter_mode: Literal["lambda", "subset"] = Field(
+        default="lambda",
+        description="lambda: a change passes when it matches (as in Lambda; a delete, or a MODIFY leaving the"
+        " filtered subset, is dropped and the replica keeps the item). subset: a change whose OldImage matched"
+        " passes too, and one leaving the subset deletes the target item, so the replica holds the subset.",
+    )
     filters_per_event_source_mapping: int = Field(
         default=5,
         ge=1,

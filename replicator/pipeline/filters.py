@@ -96,6 +96,21 @@ class CompiledFilters:
         """Return True if any pattern matches the Lambda-shaped record, or there are no patterns."""
         return self._match(event)
 
+    def old_image_matches(self, event: dict[str, Any]) -> bool:
+        """Return True if the item as it was before this change matched: the record with OldImage as NewImage.
+
+        That view is a MODIFY (the item existed); a record without OldImage (an INSERT) has no such view.
+        """
+        ddb = event.get("dynamodb")
+        if not isinstance(ddb, dict) or "OldImage" not in ddb:
+            return False
+        old_view = {**event, "eventName": "MODIFY", "dynamodb": {**ddb, "NewImage": ddb["OldImage"]}}
+        return self._match(old_view)
+
+    def new_image_patterns(self) -> list[int]:
+        """Indexes of the patterns that look at NewImage (a delete has none, so they never pass one)."""
+        return [i for i, text in enumerate(self.patterns) if '"NewImage"' in text]
+
     def __len__(self) -> int:
         """Return the number of patterns."""
         return len(self._fns)
