@@ -18,15 +18,21 @@ from replicator.cli.common import config_option, load_or_exit
 _NO_FILTERS = "no filters configured: leave FilterCriteria out of the event source mapping"
 
 
+_SUBSET_MODE = (
+    "filter_mode subset: the handler must see the changes whose OldImage matched (deletes, MODIFYs leaving"
+    " the subset), which FilterCriteria would drop; leave FilterCriteria out and let the handler filter"
+)
+
+
 def _criteria(config_path: Path | None) -> tuple[dict[str, Any], list[str]]:
     from replicator.pipeline.filters import compile_filters, lambda_filter_criteria  # noqa: PLC0415 - CLI start-up
 
     cfg = load_or_exit(config_path)  # the whole configuration, transforms included, or exit 2
     quota = cfg.filters_per_event_source_mapping
-    return (
-        lambda_filter_criteria(cfg.filters, max_filters=quota),
-        list(compile_filters(cfg.filters, max_filters=quota).warnings),
-    )
+    warnings = list(compile_filters(cfg.filters, max_filters=quota).warnings)
+    if cfg.filter_mode == "subset" and cfg.filters:
+        return {"Filters": []}, [*warnings, _SUBSET_MODE]
+    return lambda_filter_criteria(cfg.filters, max_filters=quota), warnings
 
 
 def render_yaml(criteria: dict[str, Any]) -> str:
@@ -50,11 +56,12 @@ def command(config_path: Path | None, output_format: str) -> None:
     criteria, warnings = _criteria(config_path)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
-    if not criteria["Filters"]:
+    why_none = _SUBSET_MODE if _SUBSET_MODE in warnings else _NO_FILTERS
+    if not criteria["Filters"] and why_none == _NO_FILTERS:
         click.echo(f"note: {_NO_FILTERS}", err=True)
     if output_format == "json":
         click.echo(json.dumps(criteria, indent=2))
     elif criteria["Filters"]:
         click.echo(render_yaml(criteria), nl=False)
     else:
-        click.echo(f"# {_NO_FILTERS}")
+        click.echo(f"# {why_none}")
