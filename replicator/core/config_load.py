@@ -40,10 +40,20 @@ def load(path: Path | str | None, environ: Mapping[str, str] | None = None) -> C
     from_env = _env_values(env)
     for key_path, (_, value) in from_env.items():
         _set(data, key_path, value)
+    saved = None
+    if environ is not None:
+        # pydantic-settings reads os.environ too (the same values): swap in the given mapping for this call.
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
     try:
-        return Config.model_validate(data)
+        return Config(**data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, path, from_env)) from None
+    finally:
+        if saved is not None:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def json_schema() -> dict[str, Any]:

@@ -119,3 +119,11 @@ def test_filter_quota_is_a_setting(tmp_path: Path) -> None:
     assert "filters_per_event_source_mapping" in _error(
         _file(tmp_path, GOOD + six + "filters_per_event_source_mapping: 11\n")
     )
+
+
+def test_given_environ_replaces_the_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """environ={} means no variables at all, whatever the process has."""
+    monkeypatch.setenv("REPLICATOR_TARGET__TABLE", "FromProcess")
+    path = _file(tmp_path, GOOD)
+    assert load_config(path, environ={}).target.table == "Orders"
+    assert load_config(path).target.table == "FromProcess"
