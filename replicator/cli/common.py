@@ -1,7 +1,7 @@
 """What every sub-command shares: ``--config``, ``--log-level``, loading the config and configuring logs.
 
 Every command takes the service's ``--config`` and loads it the same way (``config_option``,
-``load_or_exit``): a bad file or value exits 2 with a message naming the key. Loading also configures
+``load_or_exit``): a bad file or value exits 2 with a message naming the key (``cli.errors``). Loading also configures
 the logs (``logging`` in the config, ``--log-level`` over it), so a failure is reported in the same
 format as the logs (see ``replicator.cli.errors``).
 """
@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import click
-
-from replicator.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from replicator.core.config import Config
@@ -63,20 +61,16 @@ def config_option(func: F) -> F:
 
 
 def load_or_exit(config_path: Path | None) -> Config:
-    """Load the configuration, compile its filters and transforms and configure the logs, or exit 2.
+    """Load the configuration, compile its filters and transforms and configure the logs.
 
     Compiling here, before a command opens any client, makes a bad filter or transform fail at once,
-    naming its index and path, whatever the command.
+    naming its index and path, whatever the command: the ConfigError reaches ``cli.errors`` (exit 2).
     """
     from replicator.core.config import load_config  # noqa: PLC0415 - keep CLI start-up light
     from replicator.pipeline.stages import Pipeline  # noqa: PLC0415 - same
 
-    try:
-        cfg = load_config(config_path)
-        Pipeline.from_config(cfg)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    cfg = load_config(config_path)
+    Pipeline.from_config(cfg)
     _configure_logs(cfg)
     return cfg
 
