@@ -2,9 +2,12 @@
 # Container entrypoint for the replicator image.
 #
 #   docker run IMAGE                      -> replicator run [--config FILE]
-#   docker run IMAGE check-config         -> replicator check-config [--config FILE]
-#   docker run IMAGE --log-level DEBUG    -> replicator run [--config FILE] --log-level DEBUG
-#   docker run IMAGE --help | version     -> passed through unchanged
+#   docker run IMAGE status --json        -> replicator status [--config FILE] --json
+#   docker run IMAGE --log-level debug    -> replicator run [--config FILE] --log-level debug
+#   docker run IMAGE --help | --version   -> replicator --help | --version
+#
+# Every command that loads a configuration (run, check-config, status, verify, backfill, redrive,
+# lambda-filters) gets --config; others (config-schema, demo) are passed through unchanged.
 #
 # Config: if REPLICATOR_CONFIG (default /etc/replicator/config.yaml) names an existing file, it is
 # passed as --config; REPLICATOR_<SECTION>__<KEY> variables still override its keys. With no file
@@ -19,7 +22,7 @@ default_config=/etc/replicator/config.yaml
 config=${REPLICATOR_CONFIG-$default_config}
 
 # Subcommands that load a configuration and so accept --config. Others pass through untouched.
-config_commands=" run check-config verify backfill lambda-filters "
+config_commands=" run check-config status verify backfill redrive lambda-filters "
 
 if [ "$#" -eq 0 ]; then
     set -- run
@@ -32,7 +35,7 @@ elif [ "$1" = "replicator" ]; then
 fi
 
 case "$1" in
-    --help | -h | --version | help | version) exec replicator "$@" ;;
+    --help | -h | --version) exec replicator "$@" ;;
     -*) set -- run "$@" ;; # options only: they belong to the default subcommand
     *) ;;
 esac

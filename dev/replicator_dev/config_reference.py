@@ -33,9 +33,11 @@ _HEADER = """\
 
 The worker reads one YAML file (`--config`, or `REPLICATOR_CONFIG` in the container) and then
 `REPLICATOR_*` environment variables, which win over the file: `REPLICATOR_<SECTION>__<KEY>`, for
-example `REPLICATOR_TARGET__TABLE`. An unknown key, in the file or in the environment, is refused
-with the name of the key. `replicator check-config --config FILE` validates a file without
-touching AWS. Every key below is optional unless its default says *required*.
+example `REPLICATOR_TARGET__TABLE`; lists such as `REPLICATOR_FILTERS` are JSON. An unknown key, in the
+file or in the environment, is refused with a "did you mean"; every error names where the value came
+from (the file, with line and column for YAML syntax, or the variable). `replicator check-config
+--config FILE` validates a file without touching AWS; `replicator config-schema` prints the JSON Schema
+for editors (yaml-language-server, IDEs). Every key below is optional unless its default says *required*.
 """
 
 _BOUNDS: tuple[tuple[type[Any], str, str], ...] = (

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from replicator.cli.common import config_option, load_or_exit
-from replicator.core.errors import ConfigError, ReplicatorError
 
 
 @click.command("backfill")
@@ -55,29 +54,20 @@ def command(
     no_progress: bool,
 ) -> None:
     """Scan the source table and write every item through the pipeline (resumable; run while streaming)."""
-    from replicator.observe import logs  # noqa: PLC0415 - keep CLI start-up light
-    from replicator.ops.backfill import BackfillSettings, run_backfill  # noqa: PLC0415 - same
+    from replicator.ops.backfill import BackfillSettings, run_backfill  # noqa: PLC0415 - keep CLI start-up light
 
     cfg = load_or_exit(config_path)
-    logs.configure(cfg.logging.level, cfg.logging.format)
     settings = BackfillSettings(
         segments=segments, rate_per_s=rate_per_s, safety_margin_s=safety_margin_s, restart=restart
     )
-    try:
-        summary = asyncio.run(
-            run_backfill(
-                cfg,
-                settings,
-                progress_path=progress_file,
-                show_progress=not no_progress and sys.stderr.isatty(),
-            )
+    summary = asyncio.run(
+        run_backfill(
+            cfg,
+            settings,
+            progress_path=progress_file,
+            show_progress=not no_progress and sys.stderr.isatty(),
         )
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except ReplicatorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    )
     for line in summary.lines():
         click.echo(line)
     if summary.dead_lettered:

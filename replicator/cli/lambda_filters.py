@@ -7,7 +7,6 @@ cost no invocation); the handler runs the same filters again, so both modes keep
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,25 @@ import click
 import yaml
 
 from replicator.cli.common import config_option, load_or_exit
-from replicator.core.errors import ConfigError
 
 _NO_FILTERS = "no filters configured: leave FilterCriteria out of the event source mapping"
+
+
+_SUBSET_MODE = (
+    "filter_mode subset: the handler must see the changes whose OldImage matched (deletes, MODIFYs leaving"
+    " the subset), which FilterCriteria would drop; leave FilterCriteria out and let the handler filter"
+)
 
 
 def _criteria(config_path: Path | None) -> tuple[dict[str, Any], list[str]]:
     from replicator.pipeline.filters import compile_filters, lambda_filter_criteria  # noqa: PLC0415 - CLI start-up
 
     cfg = load_or_exit(config_path)  # the whole configuration, transforms included, or exit 2
-    return lambda_filter_criteria(cfg.filters), list(compile_filters(cfg.filters).warnings)
+    quota = cfg.filters_per_event_source_mapping
+    warnings = list(compile_filters(cfg.filters, max_filters=quota).warnings)
+    if cfg.filter_mode == "subset" and cfg.filters:
+        return {"Filters": []}, [*warnings, _SUBSET_MODE]
+    return lambda_filter_criteria(cfg.filters, max_filters=quota), warnings
 
 
 def render_yaml(criteria: dict[str, Any]) -> str:
@@ -45,18 +53,15 @@ def render_yaml(criteria: dict[str, Any]) -> str:
 )
 def command(config_path: Path | None, output_format: str) -> None:
     """Print the event source mapping FilterCriteria equivalent to the configuration's filters."""
-    try:
-        criteria, warnings = _criteria(config_path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    criteria, warnings = _criteria(config_path)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
-    if not criteria["Filters"]:
+    why_none = _SUBSET_MODE if _SUBSET_MODE in warnings else _NO_FILTERS
+    if not criteria["Filters"] and why_none == _NO_FILTERS:
         click.echo(f"note: {_NO_FILTERS}", err=True)
     if output_format == "json":
         click.echo(json.dumps(criteria, indent=2))
     elif criteria["Filters"]:
         click.echo(render_yaml(criteria), nl=False)
     else:
-        click.echo(f"# {_NO_FILTERS}")
+        click.echo(f"# {why_none}")

@@ -3,21 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from replicator.cli import backfill, lambda_filters, redrive, status, verify
-from replicator.cli.common import config_option, load_or_exit
-from replicator.core.errors import ConfigError, ReplicatorError
+from replicator.cli.common import JSON_LOGS, LOG_LEVEL, config_option, load_or_exit, log_level_option
+from replicator.cli.errors import report
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="replicator")
+class _Group(click.Group):
+    """Turns whatever escapes a command into one line and a documented exit code (``cli.errors``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:  # noqa: ANN401 - click's own signature
+        """Run the command; report a failure instead of a traceback."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place every command's failure is reported
+            code = report(exc, debug=ctx.meta.get(LOG_LEVEL) == "DEBUG", json_logs=ctx.meta.get(JSON_LOGS, False))
+            sys.exit(code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="replicator", prog_name="replicator")
+@log_level_option
 def main() -> None:
-    """Replicate a DynamoDB table's stream into a table in another region."""
+    """Replicate a DynamoDB table's stream into a table in another region.
+
+    Exit status, for every command: 0 done; 1 the command ran and failed (AWS unreachable, no
+    credentials, access denied, a missing table; verify: the tables differ; redrive: some dead
+    letters failed again); 2 bad input (command line or configuration). --log-level debug shows the
+    traceback of a failure.
+    """
 
 
 @main.command("check-config")
@@ -27,11 +50,7 @@ def check_config(config_path: Path | None) -> None:
     from replicator.pipeline.stages import Pipeline  # noqa: PLC0415 - keep CLI start-up light
 
     cfg = load_or_exit(config_path)
-    try:
-        pipeline = Pipeline.from_config(cfg)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    pipeline = Pipeline.from_config(cfg)
     for warning in pipeline.filters.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(
@@ -44,19 +63,10 @@ def check_config(config_path: Path | None) -> None:
 @config_option
 def run(config_path: Path | None) -> None:
     """Run the replication service until SIGTERM or SIGINT."""
-    from replicator.observe import logs  # noqa: PLC0415
     from replicator.runtime.service import Replicator  # noqa: PLC0415
 
     cfg = load_or_exit(config_path)
-    logs.configure(cfg.logging.level, cfg.logging.format, log_item_contents=cfg.logging.log_item_contents)
-    try:
-        asyncio.run(_run_service(Replicator(cfg)))
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except ReplicatorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    asyncio.run(_run_service(Replicator(cfg)))
 
 
 async def _run_service(replicator: object) -> None:
@@ -81,6 +91,14 @@ def demo(duration_s: float, rate_per_s: float, keys: int) -> None:
         sys.exit(2)
 
     sys.exit(run_demo(duration_s=duration_s, rate_per_s=rate_per_s, keys=keys))
+
+
+@main.command("config-schema")
+def config_schema() -> None:
+    """Print the configuration's JSON Schema (point an editor's YAML validation at it)."""
+    from replicator.core.config_load import json_schema  # noqa: PLC0415 - keep CLI start-up light
+
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 for _module in (verify, status, redrive, lambda_filters, backfill):

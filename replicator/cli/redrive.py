@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from replicator.cli.common import config_option, load_or_exit
-from replicator.core.errors import ReplicatorError
 
 
 @click.command("redrive")
@@ -25,20 +24,15 @@ from replicator.core.errors import ReplicatorError
 def command(config_path: Path | None, source: str | None, *, dry_run: bool, as_json: bool, no_progress: bool) -> None:
     """Replay dead letters through the same pipeline and conditional writer (safe: last writer wins).
 
-    Exit status: 0 when every dead letter reached an outcome, 1 when some failed again, 2 on bad input.
+    Exit status: 0 when every dead letter reached an outcome, 1 when some failed again (or the run failed),
+    2 on bad input.
     """
-    from replicator.observe import logs  # noqa: PLC0415 - keep CLI start-up light
-    from replicator.ops.redrive import redrive, report_json  # noqa: PLC0415
+    from replicator.ops.redrive import redrive, report_json  # noqa: PLC0415 - keep CLI start-up light
 
     cfg = load_or_exit(config_path)
-    logs.configure(cfg.logging.level, cfg.logging.format)
-    try:
-        report = asyncio.run(
-            redrive(cfg, source=source, dry_run=dry_run, show_progress=not no_progress and sys.stderr.isatty())
-        )
-    except (ReplicatorError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    report = asyncio.run(
+        redrive(cfg, source=source, dry_run=dry_run, show_progress=not no_progress and sys.stderr.isatty())
+    )
     if as_json:
         click.echo(report_json(report))
     else:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from replicator.ops.verify import VerifyReport
 
 EXIT_DIVERGED = 1
-EXIT_ERROR = 2
 
 
 class _RichProgress:
@@ -124,28 +123,20 @@ def command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
-    from replicator.core.errors import ReplicatorError  # noqa: PLC0415
     from replicator.ops.verify import verify  # noqa: PLC0415
 
     cfg = load_or_exit(config_path)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with Progress(*columns, transient=True, console=_stderr_console()) as progress:
-            report = asyncio.run(
-                verify(
-                    cfg,
-                    segments=segments,
-                    repair=repair,
-                    ignore_attributes=frozenset(ignore_attributes),
-                    progress=_RichProgress(progress),
-                )
+    with Progress(*columns, transient=True, console=_stderr_console()) as progress:
+        report = asyncio.run(
+            verify(
+                cfg,
+                segments=segments,
+                repair=repair,
+                ignore_attributes=frozenset(ignore_attributes),
+                progress=_RichProgress(progress),
             )
-    except ReplicatorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
-    except Exception as exc:  # noqa: BLE001 - an AWS error (missing table, access denied): say so, exit 2
-        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
+        )
     _print_report(report, repair=repair, max_keys=max_keys)
     remaining = report.unrepaired if repair else len(report.differences)
     if remaining:

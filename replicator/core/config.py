@@ -6,15 +6,12 @@ the environment wins over the file. Nothing past this module reads the environme
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-from replicator.core.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -117,6 +114,10 @@ class MetricsConfig(BaseModel):
         default=120.0,
         gt=0,
         description="/readyz answers 503 while an owned shard has neither progressed nor caught up this long.",
+    )
+    created_series: bool = Field(
+        default=False,
+        description="Also export prometheus_client's <counter>_created timestamp series (one more per label set).",
     )
 
 
@@ -346,14 +347,36 @@ class Config(BaseSettings):
     failure: FailurePolicyConfig = FailurePolicyConfig()
     filters: list[dict[str, Any]] = Field(
         default_factory=list,
-        max_length=5,
+        max_length=10,
         description="Lambda FilterCriteria patterns, OR-ed; see docs/filters-and-transforms.md.",
+    )
+    filter_mode: Literal["lambda", "subset"] = Field(
+        default="lambda",
+        description="lambda: a change passes when it matches (as in Lambda; a delete, or a MODIFY leaving the"
+        " filtered subset, is dropped and the replica keeps the item). subset: a change whose OldImage matched"
+        " passes too, and one leaving the subset deletes the target item, so the replica holds the subset.",
+    )
+    filters_per_event_source_mapping: int = Field(
+        default=5,
+        ge=1,
+        le=10,
+        description="Lambda's quota 'Filters per event source mapping': 5 by default, up to 10 once raised.",
     )
     transforms: list[dict[str, Any]] = Field(
         default_factory=list, description="Transform steps applied in order; see docs/filters-and-transforms.md."
     )
     worker_id: str | None = Field(default=None, description="Lease owner name; default host:pid.")
     leases: LeaseConfig = LeaseConfig()
+
+    @model_validator(mode="after")
+    def _filters_within_quota(self) -> Config:
+        if len(self.filters) > self.filters_per_event_source_mapping:
+            raise ValueError(
+                f"filters: {len(self.filters)} filters, above filters_per_event_source_mapping"
+                f" ({self.filters_per_event_source_mapping}, Lambda's quota); after raising the quota"
+                " (up to 10), set filters_per_event_source_mapping"
+            )
+        return self
 
     @model_validator(mode="after")
     def _leases_need_dynamodb(self) -> Config:
@@ -383,50 +406,12 @@ class Config(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _format_validation_error(exc: ValidationError, origin: str) -> str:
-    lines = [f"invalid configuration in {origin}:"]
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
-
-
 def load_config(path: Path | str | None, environ: dict[str, str] | None = None) -> Config:
-    """Load and validate the configuration; raise ConfigError naming the key and what is wrong.
+    """Load and validate the configuration; raise ConfigError naming the key, its source and what is wrong.
 
-    ``path`` may be None to configure from the environment alone (the Lambda handler does this).
+    ``path`` may be None to configure from the environment alone (the Lambda handler does this);
+    ``environ`` replaces ``os.environ`` (tests). See ``replicator.core.config_load``.
     """
-    data: Any = {}
-    origin = "the environment"
-    if path is not None:
-        origin = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    env = os.environ if environ is None else environ
-    saved = None
-    if environ is not None:
-        # pydantic-settings reads os.environ; swap in the given mapping for this call only.
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(env)
-    try:
-        return Config(**data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, origin)) from None
-    finally:
-        if saved is not None:
-            os.environ.clear()
-            os.environ.update(saved)
+    from replicator.core.config_load import load  # noqa: PLC0415 - that module imports this one
+
+    return load(path, environ)

@@ -7,8 +7,14 @@ states. Never item keys or contents.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from prometheus_client.metrics_core import Metric
 
 OUTCOMES = (
     "replicated",  # written to the target
@@ -26,12 +32,33 @@ SHARD_STATES = ("owned", "reading", "waiting_on_parent", "closed", "stopped")
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
+class ExpositionRegistry(CollectorRegistry):
+    """A registry that leaves out the ``_created`` series unless asked.
+
+    prometheus_client adds a ``<name>_created`` timestamp series beside every counter and histogram
+    (one more series per label set, rarely queried). Its own switch, ``disable_created_metrics()`` or
+    ``PROMETHEUS_DISABLE_CREATED_SERIES``, is process-wide; this does the same for one registry.
+    """
+
+    def __init__(self, *, created_series: bool = False) -> None:
+        """An empty registry; ``created_series`` keeps the ``_created`` series."""
+        super().__init__()
+        self.created_series = created_series
+
+    def collect(self) -> Iterable[Metric]:
+        """Yield every family, without ``_created`` samples unless ``created_series``."""
+        for family in super().collect():
+            if not self.created_series and family.type in {"counter", "histogram", "summary", "gaugehistogram"}:
+                family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+
 class Metrics:
     """Every metric the replicator exports, registered on one registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        """Create the metrics on ``registry`` (a fresh one by default); no I/O."""
-        self.registry = registry if registry is not None else CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry | None = None, *, created_series: bool = False) -> None:
+        """Create the metrics on ``registry`` (by default a fresh one without ``_created`` series); no I/O."""
+        self.registry = registry if registry is not None else ExpositionRegistry(created_series=created_series)
         r = self.registry
         self.records_read = Counter("replicator_records_read", "Stream records read, per shard.", ["shard"], registry=r)
         self.records_written = Counter(

@@ -20,8 +20,8 @@ from replicator.core.records import US_PER_S
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
 from replicator.source.api import ChangeSource, IteratorType
+from replicator.source.factory import open_source
 from replicator.source.shards import Shard, ShardTree
-from replicator.source.streams import StreamsSource
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -69,11 +69,31 @@ class StatusReport:
     rows: list[ShardRow]
     checkpoint_note: str | None = None
 
+    def summary(self) -> dict[str, Any]:
+        """Shards by progress and open/closed, the worst lag (age of the oldest waiting record), owners."""
+        by_progress = {p: sum(1 for r in self.rows if r.progress == p) for p in _PROGRESS_LABELS}
+        lagging = [r for r in self.rows if r.iterator_age_s is not None]
+        worst = max(lagging, key=lambda r: r.iterator_age_s or 0.0, default=None)
+        owners: dict[str, int] = {}
+        for row in self.rows:
+            if row.owner is not None and row.progress != "done":
+                owners[row.owner] = owners.get(row.owner, 0) + 1
+        return {
+            "shards": len(self.rows),
+            "open": sum(1 for r in self.rows if not r.closed),
+            "closed": sum(1 for r in self.rows if r.closed),
+            "by_progress": by_progress,
+            "worst_lag_s": worst.iterator_age_s if worst is not None else None,
+            "worst_lag_shard_id": worst.shard_id if worst is not None else None,
+            "owners": dict(sorted(owners.items())),
+        }
+
     def as_json(self) -> dict[str, Any]:
         """Return the report as JSON-ready data."""
         return {
             "stream_arn": self.stream_arn,
             "checkpoint_note": self.checkpoint_note,
+            "summary": self.summary(),
             "shards": [row.as_json() for row in self.rows],
         }
 
@@ -214,7 +234,7 @@ async def status_from_config(cfg: Config, *, clients: Clients | None = None) -> 
     async with contextlib.AsyncExitStack() as stack:
         if clients is None:
             clients = await open_clients(stack, cfg)
-        api = StreamsSource(clients.streams, clients.source)
+        api = await open_source(stack, cfg, clients)
         stream = await api.resolve(table=cfg.source.table, stream_arn=cfg.source.stream_arn)
         cp_cfg = cfg.checkpoint
         checkpoints: dict[str, Checkpoint] = {}
@@ -257,22 +277,59 @@ def format_age(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def render_table(report: StatusReport) -> Table:
-    """Render the report as a rich table (one line per shard)."""
-    from rich.table import Table  # noqa: PLC0415 - only the terminal output needs rich
+def abbreviate(text: str | None, keep: int) -> str:
+    """The last ``keep`` characters behind an ellipsis: shard ids and sequence numbers differ at the end."""
+    if text is None:
+        return "-"
+    return text if len(text) <= keep else "\u2026" + text[-(keep - 1) :]
 
-    table = Table(title=f"stream {report.stream_arn}", caption=report.checkpoint_note)
-    for name in ("shard", "shard state", "progress", "owner", "checkpoint", "behind", "next record age"):
-        table.add_column(name, overflow="fold", justify="right" if name in ("behind", "next record age") else "left")
+
+def _short_shard(shard_id: str) -> str:
+    return abbreviate(shard_id.removeprefix("shardId-"), 14)
+
+
+def _short_owner(owner: str | None) -> str:
+    if owner is None:
+        return "-"
+    # host:pid keeps its start (the host) and its end (the pid).
+    return owner if len(owner) <= 18 else owner[:9] + "\u2026" + owner[-8:]  # noqa: PLR2004 - column width
+
+
+def summary_line(report: StatusReport) -> str:
+    """One line: shards by state, the worst lag and where, and the owners with their shard counts."""
+    summary = report.summary()
+    states = ", ".join(f"{n} {_PROGRESS_LABELS[p]}" for p, n in summary["by_progress"].items() if n)
+    parts = [f"{summary['shards']} shards ({summary['open']} open, {summary['closed']} closed): {states or 'none'}"]
+    if summary["worst_lag_shard_id"] is not None:
+        parts.append(f"worst lag {format_age(summary['worst_lag_s'])} ({_short_shard(summary['worst_lag_shard_id'])})")
+    owners = summary["owners"]
+    parts.append("owners: " + (", ".join(f"{o} {n}" for o, n in owners.items()) if owners else "none"))
+    return "; ".join(parts)
+
+
+def render_table(report: StatusReport) -> Table:
+    """Render the report as a rich table: one line per shard within 100 columns (ids abbreviated).
+
+    Full shard ids and sequence numbers are in ``--json``; notes follow the table, one per shard.
+    """
+    from rich import box  # noqa: PLC0415 - only the terminal output needs rich
+    from rich.table import Table  # noqa: PLC0415
+
+    notes = [f"{_short_shard(r.shard_id)}: {r.note}" for r in report.rows if r.note]
+    caption = "\n".join(filter(None, [report.checkpoint_note, *notes])) or None
+    table = Table(title=f"stream {report.stream_arn}", caption=caption, box=box.SIMPLE_HEAD, caption_justify="left")
+    for name in ("shard", "state", "progress", "owner", "checkpoint", "behind", "age"):
+        table.add_column(
+            name, no_wrap=True, overflow="ellipsis", justify="right" if name in ("behind", "age") else "left"
+        )
     for row in report.rows:
         behind = "-" if row.records_behind is None else f"{row.records_behind}{'+' if row.more_behind else ''}"
-        progress = _PROGRESS_LABELS[row.progress] + (f" ({row.note})" if row.note else "")
         table.add_row(
-            row.shard_id,
+            _short_shard(row.shard_id),
             "closed" if row.closed else "open",
-            progress,
-            row.owner or "-",
-            row.checkpoint or "-",
+            _PROGRESS_LABELS[row.progress] + (" *" if row.note else ""),
+            _short_owner(row.owner),
+            abbreviate(row.checkpoint, 11),
             behind,
             format_age(row.iterator_age_s),
         )

@@ -8,7 +8,7 @@ string and differs from null and from a missing field), ``equals-ignore-case``, 
 ``suffix`` (both optionally ``{"equals-ignore-case": ...}``), ``anything-but`` (a value, a list of
 strings or of numbers, ``{"prefix"|"suffix": ...}``, ``{"equals-ignore-case": ...}``), ``numeric``
 (``["=", x]`` or up to one lower and one upper bound), ``exists`` true/false, ``$or`` at any level, and
-AND across the fields of an object. Up to five patterns are OR-ed.
+AND across the fields of an object. Up to five patterns (ten with a raised quota) are OR-ed.
 
 Matching follows aws/event-ruler, the engine behind EventBridge and Lambda filtering:
 
@@ -16,8 +16,9 @@ Matching follows aws/event-ruler, the engine behind EventBridge and Lambda filte
 - an array in the event matches when any element does (arrays of objects: the rest of the pattern must
   match within one element);
 - ``numeric`` and number literals match JSON numbers only, never strings. DynamoDB ``N`` values are
-  strings in the record (``{"N": "5"}``), so numeric patterns under ``N`` never match, as in Lambda;
-  compilation reports such never-matching patterns in ``CompiledFilters.warnings``.
+  strings in the record (``{"N": "5"}``), so numeric patterns under ``N`` never match, as in Lambda,
+  and ``anything-but`` a list of numbers excludes none of them (it matches every ``N`` value);
+  compilation reports such patterns in ``CompiledFilters.warnings``.
 
 Known differences, none reachable from DynamoDB stream records in practice: number literals compare by
 value (event-ruler also adds a numeric-equals matcher for them), and ``exists: false`` under an array of
@@ -39,6 +40,9 @@ from replicator.core.errors import FilterError
 
 MAX_FILTERS: Final = 5
 """Lambda's default quota of filters per event source mapping (raisable to 10 on request)."""
+
+MAX_FILTERS_RAISED: Final = 10
+"""The most filters per event source mapping Lambda grants on request."""
 
 MAX_PATTERN_CHARS: Final = 4096
 """Maximum length of one ``Filter.Pattern`` string in the Lambda API."""
@@ -92,6 +96,21 @@ class CompiledFilters:
         """Return True if any pattern matches the Lambda-shaped record, or there are no patterns."""
         return self._match(event)
 
+    def old_image_matches(self, event: dict[str, Any]) -> bool:
+        """Return True if the item as it was before this change matched: the record with OldImage as NewImage.
+
+        That view is a MODIFY (the item existed); a record without OldImage (an INSERT) has no such view.
+        """
+        ddb = event.get("dynamodb")
+        if not isinstance(ddb, dict) or "OldImage" not in ddb:
+            return False
+        old_view = {**event, "eventName": "MODIFY", "dynamodb": {**ddb, "NewImage": ddb["OldImage"]}}
+        return self._match(old_view)
+
+    def new_image_patterns(self) -> list[int]:
+        """Indexes of the patterns that look at NewImage (a delete has none, so they never pass one)."""
+        return [i for i, text in enumerate(self.patterns) if '"NewImage"' in text]
+
     def __len__(self) -> int:
         """Return the number of patterns."""
         return len(self._fns)
@@ -101,18 +120,19 @@ class CompiledFilters:
         return f"CompiledFilters({len(self._fns)} patterns, {len(self.warnings)} warnings)"
 
 
-def compile_filters(patterns: Sequence[Mapping[str, Any] | str]) -> CompiledFilters:
-    """Validate and compile up to five patterns (dicts, or JSON strings as in ``FilterCriteria``).
+def compile_filters(patterns: Sequence[Mapping[str, Any] | str], *, max_filters: int = MAX_FILTERS) -> CompiledFilters:
+    """Validate and compile up to ``max_filters`` patterns (dicts, or JSON strings as in ``FilterCriteria``).
 
     Raises FilterError naming the filter's index and the path inside it when a pattern is invalid.
     """
     if isinstance(patterns, str | bytes | Mapping):
         raise FilterError(0, "", "filters must be a list of patterns, not a single pattern")
-    if len(patterns) > MAX_FILTERS:
+    if len(patterns) > max_filters:
         raise FilterError(
-            MAX_FILTERS,
+            max_filters,
             "",
-            f"at most {MAX_FILTERS} filters per event source mapping (Lambda's quota), got {len(patterns)}",
+            f"at most {max_filters} filters per event source mapping (Lambda's quota), got {len(patterns)};"
+            f" after raising the quota (up to {MAX_FILTERS_RAISED}), set filters_per_event_source_mapping",
         )
     warnings: list[str] = []
     fns: list[_ObjMatch] = []
@@ -126,12 +146,14 @@ def compile_filters(patterns: Sequence[Mapping[str, Any] | str]) -> CompiledFilt
     return CompiledFilters(fns, texts, list(dict.fromkeys(warnings)))
 
 
-def lambda_filter_criteria(patterns: Sequence[Mapping[str, Any] | str]) -> dict[str, Any]:
+def lambda_filter_criteria(
+    patterns: Sequence[Mapping[str, Any] | str], *, max_filters: int = MAX_FILTERS
+) -> dict[str, Any]:
     """Return {"Filters": [{"Pattern": "<json string>"}, ...]} as a mapping's FilterCriteria takes.
 
     Validates the patterns first (FilterError as compile_filters); JSON strings are passed through as given.
     """
-    compiled = compile_filters(patterns)
+    compiled = compile_filters(patterns, max_filters=max_filters)
     return {"Filters": [{"Pattern": text} for text in compiled.patterns]}
 
 
@@ -233,6 +255,15 @@ _N_FIX: Final = (
 )
 
 
+def _anything_but_numbers_fix(numbers: object) -> str:
+    as_strings = [str(n) for n in numbers] if isinstance(numbers, list | tuple) else [str(numbers)]
+    return (
+        "anything-but with numbers excludes only JSON numbers, and values here are strings (DynamoDB N values"
+        ' are strings in the record, e.g. {"N": "5"}), so this matches every record that has the attribute'
+        f" (in Lambda too); to exclude the value, write it as a string: {json.dumps({'anything-but': as_strings})}"
+    )
+
+
 class _Ctx:
     """Compile state for one pattern: its index (for errors) and the shared warning list."""
 
@@ -297,9 +328,9 @@ class _Ctx:
     def check(self, shape: _Shape, kind: str, path: str, literal: object = None) -> None:
         """Warn when a matcher of ``kind`` can never match the values found at ``shape``."""
         where = shape.kind
-        if where == "numstr" and kind in {"numeric", "number", "anything-but-number"}:
+        if where == "numstr" and kind in {"numeric", "number"}:
             self.warn(path, _N_FIX)
-        elif where == "str" and kind in {"numeric", "number", "anything-but-number"}:
+        elif where == "str" and kind in {"numeric", "number"}:
             self.warn(path, "values here are strings and numeric patterns only match JSON numbers: never matches")
         elif where in {"str", "numstr"} and kind in {"bool", "null"}:
             self.warn(path, f"values here are strings, so {json.dumps(literal)} never matches")
@@ -640,8 +671,10 @@ def _anything_but(ctx: _Ctx, arg: object, path: str, shape: _Shape) -> _Match:  
         return lambda value: not (isinstance(value, str) and value in excluded)
     if all(isinstance(item, int | float) and not isinstance(item, bool) for item in items):
         excluded_numbers = frozenset(_finite(ctx, path, item) for item in items)
-        ctx.check(shape, "anything-but-number", path)
-        return lambda value: _is_number(value) and value not in excluded_numbers
+        if shape.kind in {"str", "numstr"}:
+            ctx.warn(path, _anything_but_numbers_fix(items))
+        # event-ruler's AnythingBut matches every value not in its set: a string is never one of the numbers.
+        return lambda value: not (_is_number(value) and value in excluded_numbers)
     raise ctx.error(
         path,
         "anything-but takes a string, a number, a list of only strings or of only numbers, or an object;"

@@ -35,21 +35,32 @@ class Pipeline:
         origin_region: str,
         filters: CompiledFilters,
         transforms: Sequence[Stage],
+        filter_mode: Literal["lambda", "subset"] = "lambda",
     ) -> None:
         """Assemble compiled stages; no I/O."""
         self.replication = replication
         self.origin_region = origin_region
         self.filters = filters
+        self.filter_mode = filter_mode
         self.transforms = list(transforms)
         self._markers = replication.marker_attributes
 
     @classmethod
     def from_config(cls, cfg: Config, *, clock: Callable[[], float] = time.time) -> Pipeline:
         """Compile filters and transforms once; raises ConfigError/FilterError naming the bad entry."""
+        filters = compile_filters(cfg.filters, max_filters=cfg.filters_per_event_source_mapping)
+        if cfg.filter_mode == "lambda":
+            filters.warnings.extend(
+                f"filters[{index}] matches on NewImage: a delete of a replicated item, or a MODIFY that leaves"
+                " the filtered subset, does not match and is dropped (as in Lambda), so the replica keeps items"
+                " the source deleted or moved out; set filter_mode: subset to remove them from the replica too"
+                for index in filters.new_image_patterns()
+            )
         return cls(
             replication=cfg.replication,
             origin_region=cfg.source.region,
-            filters=compile_filters(cfg.filters),
+            filters=filters,
+            filter_mode=cfg.filter_mode,
             transforms=build_transforms(
                 cfg.transforms,
                 marker_attributes=cfg.replication.marker_attributes,
@@ -70,8 +81,12 @@ class Pipeline:
                 return "echo_skipped"
         elif origin == "ttl_delete" and cfg.ttl_deletes == "skip":
             return "ttl_skipped"
+        leaves_subset = False
         if self.filters and not self.filters.matches(record.event):
-            return "filtered"
+            if self.filter_mode != "subset" or not self.filters.old_image_matches(record.event):
+                return "filtered"
+            # The item was in the replicated subset and is not now: the replica must lose it too.
+            leaves_subset = record.event_name != "REMOVE"
         # The version is computed from the record as the source wrote it, before transforms may
         # rename or drop the timestamp attribute, and with the old markers still in the images.
         version, app_ts = versions.change_version(
@@ -86,6 +101,9 @@ class Pipeline:
             new_image=strip_markers(record.new_image, self._markers),
             old_image=strip_markers(record.old_image, self._markers),
         )
+        if leaves_subset:
+            # Versioned by this change (above), so a later change bringing the item back wins over it.
+            clean = dataclasses.replace(clean, event_name="REMOVE", new_image=None)
         out = apply_transforms(self.transforms, clean) if self.transforms else clean
         if out is None:
             return "filtered"

@@ -66,7 +66,7 @@ class Replicator:
         """
         self.cfg = cfg
         self._injected_clients = clients
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(created_series=cfg.metrics.created_series)
         self.state = WorkerState(self.metrics)
         self.dead_letters = dead_letters
         self.shutdown_timeout_s = shutdown_timeout_s

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from replicator_dev.local.moto_server import MotoServer
+
 
 def _setup(
     region_a: DynamoDBLocal,
@@ -146,8 +148,10 @@ def test_status_command_prints_a_table_and_json(
     assert shard["owner"] is None
     table = runner.invoke(main, ["status", "--config", str(path)], terminal_width=250)
     assert table.exit_code == 0, table.output
-    assert shard["shard_id"] in table.output
+    # The table abbreviates shard ids to their distinct end (the full id is in --json).
+    assert shard["shard_id"].removeprefix("shardId-")[-13:] in table.output
     assert "not started" in table.output
+    assert "1 shards (1 open, 0 closed): 1 not started" in table.output
     assert "open" in table.output
 
 
@@ -158,3 +162,34 @@ def test_status_command_reports_a_bad_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["status", "--config", str(path)])
     assert result.exit_code == 2
     assert "source" in result.output
+
+
+async def test_status_reads_a_kinesis_source(
+    moto_server: MotoServer, region_b: DynamoDBLocal, unique_name, tmp_path
+) -> None:
+    """With source.kind kinesis, status lists the Kinesis stream's shards (not DynamoDB Streams')."""
+    kinesis = moto_server.client("kinesis")
+    stream, table, target = unique_name("ks"), unique_name("src"), unique_name("dst")
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    create_table(region_b.endpoint_url, target, stream_view_type=None)
+    record = {"eventName": "INSERT", "tableName": table, "dynamodb": {"Keys": {"pk": {"S": "a"}}}}
+    kinesis.put_record(StreamName=stream, Data=json.dumps(record).encode(), PartitionKey="a")
+    cfg = Config(
+        source={
+            "kind": "kinesis",
+            "region": "us-east-1",
+            "table": table,
+            "kinesis_stream_name": stream,
+            "endpoint_url": moto_server.endpoint_url,
+        },
+        target={"region": "us-west-2", "table": target, "endpoint_url": region_b.endpoint_url},
+        checkpoint={"backend": "sqlite", "path": str(tmp_path / "cp.db")},
+        metrics={"enabled": False},
+    )
+    report = await status_from_config(cfg)
+    assert report.stream_arn == arn
+    assert len(report.rows) == 2
+    assert {row.progress for row in report.rows} == {"not_started"}
+    assert sum(row.records_behind or 0 for row in report.rows) == 1
+    assert report.summary()["shards"] == 2

@@ -92,3 +92,12 @@ def test_no_filters_prints_empty_criteria_and_a_note(tmp_path: Path) -> None:
     assert code == 0
     assert yaml.safe_load(out) is None
     assert out.startswith("# no filters configured")
+
+
+def test_subset_mode_prints_no_criteria_so_the_handler_sees_the_deletes(tmp_path: Path) -> None:
+    """filter_mode subset: the mapping must not drop the deletes the handler replicates: no patterns, a note."""
+    code, out, err = _run(tmp_path, CONFIG + "filter_mode: subset\n")
+    assert code == 0
+    assert json.loads(out) == {"Filters": []}
+    assert "filter_mode subset" in err
+    assert "leave FilterCriteria out" in err

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.exceptions import ClientError
+from prometheus_client import generate_latest
 from scripted_stream import RecordingTarget, ScriptedStream
 
 from replicator import __version__
@@ -554,3 +555,30 @@ def test_progressed_keeps_its_older_meaning(age: float) -> None:
     state.set_state("s1", "reading")
     state.progressed("s1", iterator_age_s=age)
     assert _value(metrics, "replicator_iterator_age_seconds", shard="s1") == age
+
+
+def test_no_created_series_by_default() -> None:
+    """Counters and histograms export no _created series unless asked: the exact exposition of one counter."""
+    metrics = Metrics()
+    metrics.conflicts.inc()
+    text = generate_latest(metrics.registry).decode()
+    assert "_created" not in text
+    lines = text.splitlines()
+    start = lines.index("# HELP replicator_conflicts_total Conditional writes that lost last-writer-wins (superseded).")
+    assert lines[start : start + 3] == [
+        "# HELP replicator_conflicts_total Conditional writes that lost last-writer-wins (superseded).",
+        "# TYPE replicator_conflicts_total counter",
+        "replicator_conflicts_total 1.0",
+    ]
+
+
+def test_created_series_on_request() -> None:
+    """metrics.created_series in the config brings them back on the service's registry."""
+    cfg = Config(
+        source={"region": "us-east-1", "table": "src"},
+        target={"region": "eu-west-1", "table": "dst"},
+        metrics={"created_series": True},
+    )
+    text = generate_latest(Replicator(cfg).metrics.registry).decode()
+    assert "replicator_conflicts_created " in text
+    assert 'replicator_records_created{outcome="replicated"} ' in text

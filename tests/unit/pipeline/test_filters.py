@@ -133,7 +133,8 @@ MATCH_CASES = [
     pytest.param({"price": [{"anything-but": [100, 200]}]}, DOC, False, id="anything-but-numbers-excluded"),
     pytest.param({"price": [{"anything-but": [200, 300]}]}, DOC, True, id="anything-but-numbers"),
     pytest.param({"price": [{"anything-but": 100}]}, DOC, False, id="anything-but-single-number"),
-    pytest.param({"num_str": [{"anything-but": [1]}]}, DOC, False, id="anything-but-numbers-skip-strings"),
+    # event-ruler's AnythingBut excludes only the listed numbers: a string value is not one of them.
+    pytest.param({"num_str": [{"anything-but": [1]}]}, DOC, True, id="anything-but-numbers-pass-strings"),
     pytest.param({"name": [{"anything-but": {"prefix": "Al"}}]}, DOC, False, id="anything-but-prefix-excluded"),
     pytest.param({"name": [{"anything-but": {"prefix": "Bo"}}]}, DOC, True, id="anything-but-prefix"),
     pytest.param({"name": [{"anything-but": {"suffix": "ce"}}]}, DOC, False, id="anything-but-suffix"),
@@ -323,6 +324,30 @@ def test_five_filters_allowed_six_rejected() -> None:
     assert isinstance(info.value, ConfigError)
     assert info.value.filter_index == MAX_FILTERS
     assert "at most 5 filters" in str(info.value)
+
+
+def test_filter_limit_is_a_setting_up_to_lambdas_raised_quota() -> None:
+    """The quota can be raised to ten: max_filters=10 accepts ten patterns and refuses an eleventh."""
+    ten = [{"eventName": ["INSERT"]}] * 10
+    assert len(compile_filters(ten, max_filters=10)) == 10
+    with pytest.raises(FilterError) as info:
+        compile_filters([*ten, {"eventName": ["MODIFY"]}], max_filters=10)
+    assert info.value.filter_index == 10
+    assert "filters_per_event_source_mapping" in str(info.value)
+
+
+def test_anything_but_numbers_passes_every_dynamodb_number() -> None:
+    """{"N": [{"anything-but": [0]}]} delivers every record (N values are strings), as Lambda does, and says so."""
+    compiled = compile_filters([_new({"total": {"N": [{"anything-but": [0]}]}})])
+    for value in ("0", "5", "-1.5"):
+        event = {"eventName": "INSERT", "dynamodb": {"NewImage": {"total": {"N": value}}}}
+        assert compiled.matches(event) is True, value
+    missing = {"eventName": "INSERT", "dynamodb": {"NewImage": {"other": {"S": "x"}}}}
+    assert compiled.matches(missing) is False
+    (warning,) = compiled.warnings
+    assert "never matches" not in warning
+    assert "every" in warning
+    assert '{"anything-but": ["0"]}' in warning
 
 
 GOOD: dict[str, Any] = {"eventName": ["INSERT"]}
