@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog
 from replicator_dev.local.dynamodb_local import DynamoDBLocal
 from replicator_dev.local.moto_server import MotoServer
 
@@ -55,6 +56,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _INTEGRATION_DIR in Path(item.fspath).parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """Each test starts from structlog's defaults: one that configures logging cannot leak its stream."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)
