@@ -51,6 +51,16 @@ class TargetConfig(BaseModel):
     table: str = Field(min_length=3, max_length=255)
     endpoint_url: str | None = None
     max_concurrent_writes: int = Field(default=64, ge=1, le=1024)
+    adaptive_concurrency: bool = Field(
+        default=True,
+        description="Cut the writes in flight by 0.7 on a throttle and grow them back by one per window of "
+        "successes (AIMD, shared by the worker's shards); false: always max_concurrent_writes.",
+    )
+    max_writes_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Cap target write attempts (retries included) at this rate per worker; default: no cap.",
+    )
     lean_writes: bool = Field(
         default=True,
         description="Send target PutItem/DeleteItem as signed HTTP requests of our own (aws.LeanDynamoDB) "

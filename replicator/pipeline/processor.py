@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from replicator.observe.metrics import Metrics
     from replicator.pipeline.stages import Pipeline
     from replicator.sink.deadletter import DeadLetterSink
-    from replicator.sink.writer import ConditionalWriter, Write
+    from replicator.sink.ratelimit import WriteGate
+    from replicator.sink.writer import ConditionalWriter, Write, WriteOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +82,7 @@ class BatchProcessor:
         bisect_on_error: bool = True,
         clock: Callable[[], float] = time.time,
         source_writer: ConditionalWriter | None = None,
+        write_gate: WriteGate | None = None,
     ) -> None:
         """Wire the parts; no I/O. ``source_writer``: also tombstone deletes in the source (active-active)."""
         self.pipeline = pipeline
@@ -93,6 +95,8 @@ class BatchProcessor:
         self.bisect_on_error = bisect_on_error
         self._clock = clock
         self._semaphore = asyncio.Semaphore(max_concurrent_writes)
+        # Every target write attempt (retries too) passes the worker's shared gate: throttling cuts them all.
+        self._gate = write_gate
 
     async def process(self, records: Sequence[ChangeRecord]) -> BatchResult:
         """Process one shard's batch; returns when every record has its outcome.
@@ -151,7 +155,7 @@ class BatchProcessor:
             try:
                 outcome = await retrying(
                     "PutItem" if write.item is not None else "DeleteItem",
-                    lambda: self.writer.write(write),
+                    lambda: self._gated_write(write),
                     policy=self.retry_policy,
                     metrics=self.metrics,
                 )
@@ -179,6 +183,11 @@ class BatchProcessor:
             )
         else:
             self.metrics.conflicts.inc()
+
+    async def _gated_write(self, write: Write) -> WriteOutcome:
+        if self._gate is None:
+            return await self.writer.write(write)
+        return await self._gate.run(lambda: self.writer.write(write))
 
     async def _tombstone_source(self, write: Write, writer: ConditionalWriter) -> None:
         # The application's delete removed the item from the source, so nothing there stops an older
