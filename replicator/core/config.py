@@ -114,7 +114,13 @@ class ReaderConfig(BaseModel):
     model_config = _STRICT
 
     poll_interval_s: float = Field(default=0.25, ge=0, le=60, description="Lambda polls 4 times/s.")
-    max_idle_poll_interval_s: float = Field(default=1.0, ge=0, le=60)
+    max_idle_poll_interval_s: float = Field(
+        default=4.0,
+        ge=0,
+        le=60,
+        description="An idle shard's wait doubles on each empty read up to this; bench/idle_poll.py measures the "
+        "trade-off (GetRecords per idle shard-day against the delay to a waking shard's first record).",
+    )
     get_records_limit: int = Field(default=1000, ge=1, le=1000)
     lean_get_records: bool = Field(
         default=True,
