@@ -75,6 +75,12 @@ class Metrics:
             " successes, at most target.max_concurrent_writes).",
             registry=r,
         )
+        self.target_write_rate_limit = Gauge(
+            "replicator_target_write_rate_limit",
+            "Target write attempts/s allowed since the last throttle (sink.ratelimit: 0.7 x the measured"
+            " rate, growing back); 0 = no limit.",
+            registry=r,
+        )
         self.target_write_wait = Counter(
             "replicator_target_write_wait_seconds",
             "Seconds target write attempts waited for the concurrency limit and target.max_writes_per_s.",

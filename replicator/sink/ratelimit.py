@@ -1,18 +1,24 @@
-"""Target writes that respect throttling: adaptive concurrency (AIMD) and an optional rate cap.
+"""Target writes that respect throttling: an adaptive send rate and concurrency (AIMD), an optional cap.
 
 Without this, each of up to ``target.max_concurrent_writes`` writers backs off on its own after a
 throttle while the others keep sending, so a throttled table sees the same request rate and throttles
 on. botocore's adaptive retry mode answers that with a client-side send rate that drops by a factor
 (``beta`` 0.7, its CUBIC calculator) on every throttle and climbs back on success; its state is per
 client and it is off on our clients (the lean write path bypasses botocore anyway). ``WriteGate`` does
-the same for one worker's target writes, on the number of writes in flight instead of a rate: one
-limit shared by every shard of the worker.
+the same for one worker's target writes, shared by every shard of the worker, on two quantities:
 
-- A throttled write multiplies the limit by ``beta`` (at least ``min_limit``); only the first throttle
+- the send rate (``AdaptiveRate``, botocore's design): no limit until the first throttle; then 0.7 times
+  the measured send rate, growing back by a tenth of the rate it was cut from per second of successes,
+  and no limit again once it is twice what the worker actually sends;
+- the writes in flight (``AimdLimit``), which bounds the burst a batch can fire at once:
+
+  a throttled write multiplies the limit by ``beta`` (at least ``min_limit``); only the first throttle
   among writes started since the last decrease counts, so 64 writes throttled at once cut the limit once,
-  not 64 times (as TCP cuts its window once per round trip).
-- Each write that succeeds adds ``1 / limit`` (the limit grows by one per ``limit`` successes: one per
-  round of the window), up to ``max_limit``.
+  not 64 times (as TCP cuts its window once per round trip); each write that succeeds adds ``1 / limit``
+  (one per ``limit`` successes: one per round of the window), up to ``max_limit``.
+
+A rate and not only a window: against a target a few milliseconds away even two writes in flight exceed
+a table's rate, so a window alone keeps oscillating through throttles (measured in bench/throttle.py).
 - ``max_writes_per_s`` (``target.max_writes_per_s``): a token bucket (GCRA) that spaces write attempts,
   retries included, at most that rate with a burst of a tenth of a second's worth.
 
@@ -94,6 +100,13 @@ class TokenBucket:
         self._sleep = sleep
         self._tat = clock()  # theoretical arrival time of the next acquisition
 
+    def set_rate(self, rate_per_s: float) -> None:
+        """Change the rate (and the burst, a tenth of a second's worth) for the acquisitions to come."""
+        self.rate_per_s = rate_per_s
+        self.burst = max(1.0, rate_per_s / 10)
+        self._interval_s = 1.0 / rate_per_s
+        self._tolerance_s = (self.burst - 1.0) * self._interval_s
+
     def reserve(self) -> float:
         """Take the next slot; return how long to wait before using it (0: now)."""
         now = self._clock()
@@ -108,6 +121,66 @@ class TokenBucket:
         if wait_s > 0:
             await self._sleep(wait_s)
         return wait_s
+
+
+class AdaptiveRate:
+    """A send rate from throttling feedback: unlimited until throttled, ``beta`` x measured on a throttle."""
+
+    BUCKET_S = 0.5
+    SMOOTHING = 0.8
+    """The measured rate: 0.5 s buckets, smoothed as botocore's RateClocker does."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        beta: float = BETA,
+        growth_per_s: float = 0.1,
+        min_rate_per_s: float = 1.0,
+    ) -> None:
+        """No limit yet."""
+        self.rate_per_s: float | None = None
+        self.beta = beta
+        self.growth_per_s = growth_per_s
+        self.min_rate_per_s = min_rate_per_s
+        self._clock = clock
+        self._cut_from = 0.0
+        self._measured = 0.0
+        self._count = 0
+        self._bucket_start = clock()
+
+    @property
+    def measured_per_s(self) -> float:
+        """The smoothed send rate."""
+        return self._measured
+
+    def on_send(self) -> None:
+        """Count one attempt sent."""
+        self._count += 1
+        now = self._clock()
+        elapsed = now - self._bucket_start
+        if elapsed >= self.BUCKET_S:
+            current = self._count / elapsed
+            self._measured = current * self.SMOOTHING + self._measured * (1 - self.SMOOTHING)
+            self._count = 0
+            self._bucket_start = now
+
+    def on_success(self) -> None:
+        """Grow back: about ``growth_per_s`` of the rate cut from, per second at full demand."""
+        if self.rate_per_s is None:
+            return
+        self.rate_per_s += max(1.0, self.growth_per_s * self._cut_from) / self.rate_per_s
+        if self.rate_per_s > 2 * max(self._measured, self.min_rate_per_s):
+            # The worker sends well below the limit: the target is no longer what holds it back.
+            self.rate_per_s = None
+
+    def on_throttle(self) -> None:
+        """Cut to ``beta`` times what was being sent (the measured rate, or the limit if lower)."""
+        sent = max(self._measured, self.min_rate_per_s)
+        if self.rate_per_s is not None:
+            sent = min(sent, self.rate_per_s)
+        self._cut_from = sent
+        self.rate_per_s = max(self.min_rate_per_s, self.beta * sent)
 
 
 class WriteGate:
@@ -125,7 +198,9 @@ class WriteGate:
     ) -> None:
         """No I/O and no tasks; the waiters' futures are created on first use, in the running loop."""
         self.aimd = AimdLimit(max_limit=max_concurrent_writes)
+        self.rate = AdaptiveRate(clock=clock)
         self.adaptive = adaptive
+        self._adaptive_bucket = TokenBucket(1.0, clock=clock, sleep=sleep)
         self.bucket = TokenBucket(max_writes_per_s, clock=clock, sleep=sleep) if max_writes_per_s else None
         self._metrics = metrics
         self._clock = clock
@@ -148,8 +223,12 @@ class WriteGate:
         started = self._clock()
         await self._acquire_slot()
         try:
+            if self.adaptive and self.rate.rate_per_s is not None:
+                await self._adaptive_bucket.acquire()
             if self.bucket is not None:
                 await self.bucket.acquire()
+            if self.adaptive:
+                self.rate.on_send()
             waited_s = self._clock() - started
             if waited_s > 0 and self._metrics is not None:
                 self._metrics.target_write_wait.inc(waited_s)
@@ -158,12 +237,14 @@ class WriteGate:
                 result = await call()
             except Exception as exc:
                 if is_throttle(exc) and self.adaptive and self.aimd.on_throttle(epoch):
+                    self.rate.on_throttle()
                     self._publish_limit()
                 raise
             if self.adaptive:
-                before = self.aimd.limit
+                before = self.aimd.limit, self.rate.rate_per_s
                 self.aimd.on_success()
-                if self.aimd.limit != before:
+                self.rate.on_success()
+                if (self.aimd.limit, self.rate.rate_per_s) != before:
                     self._publish_limit()
             return result
         finally:
@@ -197,5 +278,9 @@ class WriteGate:
                 waiter.set_result(None)
 
     def _publish_limit(self) -> None:
+        rate = self.rate.rate_per_s
+        if rate is not None:
+            self._adaptive_bucket.set_rate(rate)
         if self._metrics is not None:
             self._metrics.target_concurrency_limit.set(self.limit)
+            self._metrics.target_write_rate_limit.set(rate or 0)

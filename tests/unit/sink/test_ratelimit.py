@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from replicator.observe.metrics import Metrics
-from replicator.sink.ratelimit import AimdLimit, TokenBucket, WriteGate
+from replicator.sink.ratelimit import AdaptiveRate, AimdLimit, TokenBucket, WriteGate
 
 
 def _throttle() -> ClientError:
@@ -188,3 +188,64 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     assert gate.in_flight == 0
     await gate.run(hold)
     assert gate.in_flight == 0
+
+
+def test_adaptive_rate_cuts_to_beta_of_the_measured_rate_and_grows_back() -> None:
+    """Sending 200/s then throttled: the rate limit is 140/s; successes at that rate lift it ~20/s per second."""
+    clock = _FakeClock()
+    rate = AdaptiveRate(clock=clock)
+    assert rate.rate_per_s is None
+    for _ in range(400):  # two seconds at 200/s
+        clock.now += 0.005
+        rate.on_send()
+    assert rate.measured_per_s == pytest.approx(200, rel=0.01)
+    rate.on_throttle()
+    assert rate.rate_per_s == pytest.approx(140, rel=0.01)
+    for _ in range(140):  # one second of successes at the limit
+        rate.on_success()
+    assert rate.rate_per_s == pytest.approx(160, rel=0.02)
+
+
+def test_adaptive_rate_lifts_the_limit_once_demand_is_well_below_it() -> None:
+    """Once the worker sends under half the limit, the limit goes (the target no longer holds it back)."""
+    clock = _FakeClock()
+    rate = AdaptiveRate(clock=clock)
+    for _ in range(100):
+        clock.now += 0.01
+        rate.on_send()
+    rate.on_throttle()
+    assert rate.rate_per_s is not None
+    for _ in range(300):  # demand falls to 10/s while successes keep growing the limit
+        clock.now += 0.1
+        rate.on_send()
+        rate.on_success()
+    assert rate.rate_per_s is None
+
+
+async def test_gate_paces_attempts_at_the_adapted_rate_after_a_throttle() -> None:
+    """After a throttle at ~100/s the gate spaces the next attempts at about 70/s (the injected clock shows it)."""
+    clock = _FakeClock()
+    gate = WriteGate(max_concurrent_writes=64, clock=clock, sleep=clock.sleep)
+
+    async def ok() -> None:
+        clock.now += 0.01  # 100 sequential writes/s
+        await asyncio.sleep(0)
+
+    for _ in range(200):
+        await gate.run(ok)
+
+    async def throttled() -> None:
+        raise _throttle()
+
+    with pytest.raises(ClientError):
+        await gate.run(throttled)
+    assert gate.rate.rate_per_s == pytest.approx(70, rel=0.05)
+    start = clock.now
+
+    async def instant() -> None:
+        await asyncio.sleep(0)
+
+    for _ in range(70):
+        await gate.run(instant)
+    # 63 spaced at ~1/70 s after a burst of 7 (a tenth of a second's worth), the rate creeping up meanwhile.
+    assert 0.75 < clock.now - start < 0.9
