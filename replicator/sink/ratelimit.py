@@ -151,8 +151,10 @@ class AdaptiveRate:
 
     @property
     def measured_per_s(self) -> float:
-        """The smoothed send rate."""
-        return self._measured
+        """The smoothed send rate; before the first bucket closes, the current bucket's (over at least 0.5 s)."""
+        if self._measured > 0:
+            return self._measured
+        return self._count / max(self._clock() - self._bucket_start, self.BUCKET_S)
 
     def on_send(self) -> None:
         """Count one attempt sent."""
@@ -169,14 +171,17 @@ class AdaptiveRate:
         """Grow back: about ``growth_per_s`` of the rate cut from, per second at full demand."""
         if self.rate_per_s is None:
             return
-        self.rate_per_s += max(1.0, self.growth_per_s * self._cut_from) / self.rate_per_s
-        if self.rate_per_s > 2 * max(self._measured, self.min_rate_per_s):
+        # Per success, so about this much per second at full demand; at least a tenth of the current rate
+        # too, so a cut made from a low measurement (just after start) does not take minutes to undo.
+        step = max(1.0, self.growth_per_s * max(self._cut_from, self.rate_per_s))
+        self.rate_per_s += step / self.rate_per_s
+        if self.rate_per_s > 2 * max(self.measured_per_s, self.min_rate_per_s):
             # The worker sends well below the limit: the target is no longer what holds it back.
             self.rate_per_s = None
 
     def on_throttle(self) -> None:
         """Cut to ``beta`` times what was being sent (the measured rate, or the limit if lower)."""
-        sent = max(self._measured, self.min_rate_per_s)
+        sent = max(self.measured_per_s, self.min_rate_per_s)
         if self.rate_per_s is not None:
             sent = min(sent, self.rate_per_s)
         self._cut_from = sent

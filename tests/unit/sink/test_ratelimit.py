@@ -249,3 +249,14 @@ async def test_gate_paces_attempts_at_the_adapted_rate_after_a_throttle() -> Non
         await gate.run(instant)
     # 63 spaced at ~1/70 s after a burst of 7 (a tenth of a second's worth), the rate creeping up meanwhile.
     assert 0.75 < clock.now - start < 0.9
+
+
+def test_a_throttle_right_after_start_cuts_from_the_burst_not_to_the_minimum() -> None:
+    """64 writes in the first 50 ms, then a throttle: the limit is 0.7 x 64 per 0.5 s, not 1/s."""
+    clock = _FakeClock()
+    rate = AdaptiveRate(clock=clock)
+    for _ in range(64):
+        clock.now += 0.05 / 64
+        rate.on_send()
+    rate.on_throttle()
+    assert rate.rate_per_s == pytest.approx(0.7 * 64 / 0.5, rel=0.01)
