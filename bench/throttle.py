@@ -75,6 +75,7 @@ def _scrape(system: harness.ReplicatorProcess, names: tuple[str, ...]) -> dict[s
 async def one_mode(
     mode: str,
     args: argparse.Namespace,
+    *,
     source: DynamoDBLocal,
     target: DynamoDBLocal,
     tmp: Path,
@@ -171,7 +172,9 @@ async def run(
         results = []
         for mode in args.modes:
             console.print(f"mode {mode}: ceiling {args.ceiling:g} writes/s, {args.preload} changes ...")
-            results.append(await one_mode(mode, args, source, target, tmp, console, src, tgt))
+            results.append(
+                await one_mode(mode, args, source=source, target=target, tmp=tmp, console=console, src=src, tgt=tgt)
+            )
         return results
 
 

@@ -115,7 +115,7 @@ class ReaderConfig(BaseModel):
 
     poll_interval_s: float = Field(default=0.25, ge=0, le=60, description="Lambda polls 4 times/s.")
     max_idle_poll_interval_s: float = Field(
-        default=4.0,
+        default=5.0,
         ge=0,
         le=60,
         description="An idle shard's wait doubles on each empty read up to this; bench/idle_poll.py measures the "
