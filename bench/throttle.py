@@ -3,6 +3,7 @@
 DynamoDB Local never throttles, so the target is ``replicator_dev.local.throttling_proxy`` in front of it:
 writes beyond ``--ceiling`` per second get ``ProvisionedThroughputExceededException``. For each mode:
 
+- ``unthrottled``: the proxy never throttles (what the pipeline drains on this machine, for reference);
 - ``independent``: ``target.adaptive_concurrency: false``, every one of the 64 writers backs off alone
   (the behaviour before the write gate);
 - ``aimd``: the default, one concurrency limit for the worker, cut by 0.7 on a throttle;
@@ -14,7 +15,7 @@ proxy). Then throttling stops and a paced workload (``--rate`` writes/s) runs wi
 ``--lag-duration`` s: the lag must not stay collapsed once the target accepts writes again (fewer than
 200 probes: reported invalid).
 
-    python bench/throttle.py                    # about 5 minutes
+    python bench/throttle.py                    # about 6 minutes
     python bench/throttle.py --modes aimd --ceiling 100
 """
 
@@ -47,7 +48,7 @@ from replicator_dev.local.throttling_proxy import ThrottlingProxy
 
 BENCH_DIR = Path(__file__).resolve().parent
 MIN_PROBES = 200
-MODES = ("independent", "aimd", "aimd+cap")
+MODES = ("unthrottled", "independent", "aimd", "aimd+cap")
 
 
 def _mode_env(mode: str, ceiling: float) -> dict[str, str]:
@@ -81,7 +82,6 @@ async def one_mode(
     tmp: Path,
     console: Console,
     src: Any,  # noqa: ANN401 - aiobotocore
-    tgt: Any,  # noqa: ANN401
 ) -> dict[str, Any]:
     """Drain through the throttling proxy, then lag after throttling stops."""
     table = f"thr_{mode.replace('+', '_')}"
@@ -100,6 +100,7 @@ async def one_mode(
         systems=("replicator",),
     )
     with ThrottlingProxy(target.endpoint_url, args.ceiling) as proxy:
+        proxy.throttling = mode != "unthrottled"
         system = harness.ReplicatorProcess.start(
             tmp, mode, source=source, target=proxy, table=table, target_table=table, settings=settings
         )
@@ -116,14 +117,16 @@ async def one_mode(
             proxy.throttling = False
             before, _ = system.progress()
             stop = asyncio.Event()
-            probe = workload.LagProbe(src, tgt, table)
+            probe = workload.ThreadedLagProbe(
+                source.endpoint_url, target.endpoint_url, table, regions=(harness.SOURCE_REGION, harness.TARGET_REGION)
+            )
             load_ops = workload.operations(10**9, item_size=400, seed=11, spread=int(2 * args.rate))
             load = asyncio.create_task(workload.paced_workload(src, table, load_ops, rate=args.rate, stop=stop))
-            probing = asyncio.create_task(probe.run(stop))
+            probe.start()
             await asyncio.sleep(args.lag_duration)
             stop.set()
             await load
-            await probing
+            await asyncio.to_thread(probe.stop)
             limit_after = _scrape(system, ("replicator_target_concurrency_limit",))
         finally:
             system.stop()
@@ -136,7 +139,8 @@ async def one_mode(
             "records": args.preload,
             "seconds": round(seconds, 2),
             "records_per_s": round(args.preload / seconds, 1),
-            "ratio_to_ceiling": round(args.preload / seconds / args.ceiling, 3),
+            "writes_accepted_per_s": round(accepted / seconds, 1),
+            "ratio_to_ceiling": round(accepted / seconds / args.ceiling, 3),
             "write_calls": calls,
             "throttled_calls": throttled,
             "throttled_share": round(throttled / max(calls, 1), 3),
@@ -165,16 +169,11 @@ async def run(
         session.create_client(
             "dynamodb", region_name=harness.SOURCE_REGION, endpoint_url=source.endpoint_url, config=cfg
         ) as src,
-        session.create_client(
-            "dynamodb", region_name=harness.TARGET_REGION, endpoint_url=target.endpoint_url, config=cfg
-        ) as tgt,
     ):
         results = []
         for mode in args.modes:
             console.print(f"mode {mode}: ceiling {args.ceiling:g} writes/s, {args.preload} changes ...")
-            results.append(
-                await one_mode(mode, args, source=source, target=target, tmp=tmp, console=console, src=src, tgt=tgt)
-            )
+            results.append(await one_mode(mode, args, source=source, target=target, tmp=tmp, console=console, src=src))
         return results
 
 
@@ -187,6 +186,7 @@ def render(doc: dict[str, Any], console: Console) -> None:
     for col in (
         "mode",
         "drain (rec/s)",
+        "writes/s",
         "/ ceiling",
         "throttled share",
         "limit at end",
@@ -200,6 +200,7 @@ def render(doc: dict[str, Any], console: Console) -> None:
         table.add_row(
             r["mode"],
             f"{d['records_per_s']:,.1f}",
+            f"{d['writes_accepted_per_s']:,.1f}",
             f"{d['ratio_to_ceiling']:.2f}",
             f"{d['throttled_share']:.1%} ({d['throttled_calls']:,} of {d['write_calls']:,})",
             f"{d['concurrency_limit_at_end'] or '-'}",
@@ -214,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run, print, write JSON."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
-    p.add_argument("--ceiling", type=float, default=150.0, help="writes/s the proxy lets through")
-    p.add_argument("--preload", type=int, default=6000, help="changes drained through the throttling target")
-    p.add_argument("--rate", type=float, default=50.0, help="workload writes/s once throttling stops")
-    p.add_argument("--lag-duration", type=float, default=25.0, help="seconds of lag probing after throttling")
+    p.add_argument("--ceiling", type=float, default=50.0, help="writes/s the proxy lets through")
+    p.add_argument("--preload", type=int, default=3000, help="changes drained through the throttling target")
+    p.add_argument("--rate", type=float, default=40.0, help="workload writes/s once throttling stops")
+    p.add_argument("--lag-duration", type=float, default=15.0, help="seconds of lag probing after throttling")
     p.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/throttle-<ts>.json)")
     args = p.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
