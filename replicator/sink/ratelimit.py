@@ -7,9 +7,9 @@ on. botocore's adaptive retry mode answers that with a client-side send rate tha
 client and it is off on our clients (the lean write path bypasses botocore anyway). ``WriteGate`` does
 the same for one worker's target writes, shared by every shard of the worker, on two quantities:
 
-- the send rate (``AdaptiveRate``, botocore's design): no limit until the first throttle; then 0.7 times
-  the measured send rate, growing back by a tenth of the rate it was cut from per second of successes,
-  and no limit again once it is twice what the worker actually sends;
+- the send rate (``AdaptiveRate``, after botocore's design): no limit until the first throttle; then 0.7
+  times the measured send rate (later throttles: 0.7 times the limit), growing back by a tenth of the rate
+  it was cut from per second of successes, and no limit again once it reaches twice that rate;
 - the writes in flight (``AimdLimit``), which bounds the burst a batch can fire at once:
 
   a throttled write multiplies the limit by ``beta`` (at least ``min_limit``); only the first throttle
@@ -175,15 +175,22 @@ class AdaptiveRate:
         # too, so a cut made from a low measurement (just after start) does not take minutes to undo.
         step = max(1.0, self.growth_per_s * max(self._cut_from, self.rate_per_s))
         self.rate_per_s += step / self.rate_per_s
-        if self.rate_per_s > 2 * max(self.measured_per_s, self.min_rate_per_s):
-            # The worker sends well below the limit: the target is no longer what holds it back.
+        if self.rate_per_s >= 2 * self._cut_from:
+            # The target took twice the rate it throttled at: it is no longer what holds the worker back.
             self.rate_per_s = None
 
     def on_throttle(self) -> None:
-        """Cut to ``beta`` times what was being sent (the measured rate, or the limit if lower)."""
-        sent = max(self.measured_per_s, self.min_rate_per_s)
+        """Cut to ``beta`` times the limit, or (no limit yet) times the measured send rate.
+
+        Not the measured rate once a limit exists: a worker's sends come in batches, and while a batch's
+        last writes wait out their retry backoff the measured rate falls towards zero; cutting from it
+        collapsed the limit to a few writes/s (seen in bench/throttle.py).
+        """
         if self.rate_per_s is not None:
-            sent = min(sent, self.rate_per_s)
+            sent = self.rate_per_s
+        else:
+            sent = max(self._measured, self._count / max(self._clock() - self._bucket_start, self.BUCKET_S))
+        sent = max(sent, self.min_rate_per_s)
         self._cut_from = sent
         self.rate_per_s = max(self.min_rate_per_s, self.beta * sent)
 

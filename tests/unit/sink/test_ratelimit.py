@@ -206,8 +206,8 @@ def test_adaptive_rate_cuts_to_beta_of_the_measured_rate_and_grows_back() -> Non
     assert rate.rate_per_s == pytest.approx(160, rel=0.02)
 
 
-def test_adaptive_rate_lifts_the_limit_once_demand_is_well_below_it() -> None:
-    """Once the worker sends under half the limit, the limit goes (the target no longer holds it back)."""
+def test_adaptive_rate_lifts_the_limit_once_the_target_took_twice_the_throttled_rate() -> None:
+    """Successes grow the limit even at low demand; at twice the rate it was cut from, the limit goes."""
     clock = _FakeClock()
     rate = AdaptiveRate(clock=clock)
     for _ in range(100):
@@ -215,11 +215,32 @@ def test_adaptive_rate_lifts_the_limit_once_demand_is_well_below_it() -> None:
         rate.on_send()
     rate.on_throttle()
     assert rate.rate_per_s is not None
-    for _ in range(300):  # demand falls to 10/s while successes keep growing the limit
+    lifted_after = None
+    for i in range(3000):  # demand falls to 10/s while successes keep growing the limit
         clock.now += 0.1
         rate.on_send()
         rate.on_success()
-    assert rate.rate_per_s is None
+        if rate.rate_per_s is None:
+            lifted_after = i
+            break
+        assert rate.rate_per_s < 200  # twice the 100/s it was cut from
+    assert lifted_after is not None
+
+
+def test_a_later_throttle_cuts_the_limit_not_the_measured_rate() -> None:
+    """A throttle while sends paused (a batch's tail in backoff) cuts 0.7 x the limit, not 0.7 x ~0."""
+    clock = _FakeClock()
+    rate = AdaptiveRate(clock=clock)
+    for _ in range(200):
+        clock.now += 0.01
+        rate.on_send()
+    rate.on_throttle()
+    assert rate.rate_per_s == pytest.approx(70, rel=0.02)
+    for _ in range(20):  # two seconds with a send every 100 ms: the measured rate falls to ~10/s
+        clock.now += 0.1
+        rate.on_send()
+    rate.on_throttle()
+    assert rate.rate_per_s == pytest.approx(49, rel=0.02)
 
 
 async def test_gate_paces_attempts_at_the_adapted_rate_after_a_throttle() -> None:
