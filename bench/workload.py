@@ -140,6 +140,7 @@ class LagProbe:
     interval_s: float = 0.1
     poll_s: float = 0.02
     timeout_s: float = 30.0
+    keys: int = 8
     lags_s: list[float] = dataclasses.field(default_factory=list)
     lost: int = 0
     _pending: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
@@ -150,7 +151,7 @@ class LagProbe:
         i = 0
         next_at = time.monotonic()
         while not stop.is_set():
-            pk = f"probe#{i % 8}"
+            pk = f"probe#{i % self.keys}"
             if pk not in self._pending:
                 token = f"{time.time_ns()}-{i}"
                 await self.source.put_item(TableName=self.table, Item={"pk": {"S": pk}, "token": {"S": token}})
@@ -317,7 +318,9 @@ class ThreadedLagProbe:
                     "dynamodb", region_name=self.regions[1], endpoint_url=self.target_endpoint, config=cfg
                 ) as tgt,
             ):
-                probe = LagProbe(src, tgt, self.table, interval_s=0.05)
+                # 32 keys: a probe is skipped while its key is still outstanding, so with 8 a lag of 1 s
+                # capped the count at 8 a second, and slow runs reported too few probes to be valid.
+                probe = LagProbe(src, tgt, self.table, interval_s=0.05, keys=32)
                 stop = asyncio.Event()
 
                 async def watch() -> None:
