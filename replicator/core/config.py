@@ -55,6 +55,16 @@ class TargetConfig(BaseModel):
     max_concurrent_writes: int = Field(
         default=64, ge=1, le=1024, description="Conditional writes in flight at once, over all shards of a worker."
     )
+    adaptive_concurrency: bool = Field(
+        default=True,
+        description="Cut the writes in flight by 0.7 on a throttle and grow them back by one per window of "
+        "successes (AIMD, shared by the worker's shards); false: always max_concurrent_writes.",
+    )
+    max_writes_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Cap target write attempts (retries included) at this rate per worker; default: no cap.",
+    )
     lean_writes: bool = Field(
         default=True,
         description="Send target PutItem/DeleteItem as signed HTTP requests of our own (aws.LeanDynamoDB) "
@@ -142,7 +152,11 @@ class ReaderConfig(BaseModel):
 
     poll_interval_s: float = Field(default=0.25, ge=0, le=60, description="Lambda polls 4 times/s.")
     max_idle_poll_interval_s: float = Field(
-        default=1.0, ge=0, le=60, description="The longest wait between reads of a shard that returns nothing."
+        default=5.0,
+        ge=0,
+        le=60,
+        description="An idle shard's wait doubles on each empty read up to this; bench/idle_poll.py measures the "
+        "trade-off (GetRecords per idle shard-day against the delay to a waking shard's first record).",
     )
     get_records_limit: int = Field(default=1000, ge=1, le=1000, description="Records asked for per GetRecords call.")
     lean_get_records: bool = Field(

@@ -96,6 +96,23 @@ class Metrics:
         self.throttles = Counter(
             "replicator_throttles", "Throttled AWS calls, by operation.", ["operation"], registry=r
         )
+        self.target_concurrency_limit = Gauge(
+            "replicator_target_concurrency_limit",
+            "Target writes allowed in flight now (sink.ratelimit: cut by 0.7 on a throttle, +1 per window of"
+            " successes, at most target.max_concurrent_writes).",
+            registry=r,
+        )
+        self.target_write_rate_limit = Gauge(
+            "replicator_target_write_rate_limit",
+            "Target write attempts/s allowed since the last throttle (sink.ratelimit: 0.7 x the measured"
+            " rate, growing back); 0 = no limit.",
+            registry=r,
+        )
+        self.target_write_wait = Counter(
+            "replicator_target_write_wait_seconds",
+            "Seconds target write attempts waited for the concurrency limit and target.max_writes_per_s.",
+            registry=r,
+        )
         self.errors = Counter(
             "replicator_errors",
             "Errors by kind (trimmed_data, expired_iterator, shard_failed ...).",

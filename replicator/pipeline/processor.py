@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from replicator.observe.metrics import Metrics
     from replicator.pipeline.stages import Pipeline
     from replicator.sink.deadletter import DeadLetterSink
+    from replicator.sink.ratelimit import WriteGate
     from replicator.sink.writer import ConditionalWriter, Write, WriteOutcome
 
 log = structlog.get_logger(__name__)
@@ -95,6 +96,7 @@ class BatchProcessor:
         target: TargetHealth | None = None,
         stream_retention_s: float = 86400,
         dead_letter_before_retention_s: float = -1,
+        write_gate: WriteGate | None = None,
     ) -> None:
         """Wire the parts; no I/O. ``source_writer``: also tombstone deletes in the source (active-active).
 
@@ -116,6 +118,8 @@ class BatchProcessor:
         self.target = target or TargetHealth(metrics=metrics)
         self.stream_retention_s = stream_retention_s
         self.dead_letter_before_retention_s = dead_letter_before_retention_s
+        # Every target write attempt (retries too) passes the worker's shared gate: throttling cuts them all.
+        self._gate = write_gate
 
     async def process(self, records: Sequence[ChangeRecord]) -> BatchResult:
         """Process one shard's batch; returns when every record has its outcome.
@@ -205,7 +209,7 @@ class BatchProcessor:
     async def _send(self, write: Write) -> WriteOutcome:
         outcome = await retrying(
             "PutItem" if write.item is not None else "DeleteItem",
-            lambda: self.writer.write(write),
+            lambda: self._gated_write(write),
             policy=self.retry_policy,
             metrics=self.metrics,
         )
@@ -235,6 +239,11 @@ class BatchProcessor:
             return None
         created_s = record.approximate_creation_time_us / US_PER_S
         return created_s + self.stream_retention_s - self.dead_letter_before_retention_s - self._clock()
+
+    async def _gated_write(self, write: Write) -> WriteOutcome:
+        if self._gate is None:
+            return await self.writer.write(write)
+        return await self._gate.run(lambda: self.writer.write(write))
 
     async def _tombstone_source(self, write: Write, writer: ConditionalWriter) -> None:
         # The application's delete removed the item from the source, so nothing there stops an older

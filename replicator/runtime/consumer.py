@@ -1,9 +1,10 @@
 """One shard's reader: poll GetRecords, process each batch, checkpoint after it, until the shard ends.
 
 Polling: a shard that returned a full page is polled again at once (catching up); one that returned
-records, every ``poll_interval_s`` counted from the previous poll's start (Lambda polls 4 times/s); an
-empty read backs off towards
-``max_idle_poll_interval_s``. Throttling is retried with backoff (``retry.py``).
+records, every ``poll_interval_s`` counted from the previous poll's start (Lambda polls 4 times/s); each
+consecutive empty read doubles the wait up to ``max_idle_poll_interval_s`` (``polling.IdleBackoff``: idle
+shards cost fewer GetRecords), and the first read with records goes back to the fast interval.
+Throttling is retried with backoff (``retry.py``).
 
 Batching window (``failure.maximum_batching_window_seconds``, as Lambda's): with a window, records are
 gathered over several GetRecords calls until ``batch_size`` records, the window has passed since the
@@ -25,7 +26,7 @@ import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Literal
 
 import structlog
@@ -38,6 +39,7 @@ from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
 from replicator.pipeline.processor import BatchProcessor
+from replicator.runtime.polling import IdleBackoff
 from replicator.source.api import ChangeSource, IteratorType, ShardIterator
 from replicator.source.shards import Shard
 
@@ -122,8 +124,9 @@ class ShardReader:
         retry_policy: RetryPolicy,
         stop: asyncio.Event,
         clock: Callable[[], float] = time.time,
+        pause: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        """Wire the reader; no I/O (``run`` does it)."""
+        """Wire the reader; no I/O (``run`` does it). ``pause``: waits between polls (default: until stop)."""
         self.api = api
         self.stream_arn = stream_arn
         self.shard = shard
@@ -135,6 +138,7 @@ class ShardReader:
         self.retry_policy = retry_policy
         self.stop = stop
         self.clock = clock
+        self.pause = pause or self._until_stop
         self.position: str | None = checkpoint.sequence_number if checkpoint else None
         self.log = log.bind(shard_id=shard.shard_id, stream_arn=stream_arn)
         self._lanes = settings.parallelization_factor
@@ -183,7 +187,7 @@ class ShardReader:
         self.state.set_state(shard_id, "reading")
         cfg = self.settings.reader
         iterator = await self._get_iterator_handling_trim()
-        idle_delay = cfg.poll_interval_s
+        idle = IdleBackoff(fast_s=cfg.poll_interval_s, max_s=cfg.max_idle_poll_interval_s)
         window = self.settings.batching_window_s
         buffer: list[ChangeRecord] = []
         buffer_since = 0.0
@@ -217,7 +221,7 @@ class ShardReader:
                 if not buffer:
                     buffer_since = time.monotonic()
                 buffer.extend(raw)
-                idle_delay = cfg.poll_interval_s
+                idle.after_records()
             flush = (
                 window <= 0
                 or next_iterator is None
@@ -254,16 +258,17 @@ class ShardReader:
             # While records flow the shard is polled every poll_interval_s from the start of the last poll,
             # not that long after its batch was written: the batch's time counts towards the interval
             # (measured in bench/: p50 lag fell by about the batch time).
-            delay = cfg.poll_interval_s - (time.monotonic() - polled_at) if raw else idle_delay
-            if not raw:
-                idle_delay = min(cfg.max_idle_poll_interval_s, max(idle_delay * 2, cfg.poll_interval_s))
+            delay = cfg.poll_interval_s - (time.monotonic() - polled_at) if raw else idle.after_empty()
             if buffer:
                 # Wake up in time to process what was gathered when the window closes.
                 delay = max(0.0, min(delay, buffer_since + window - time.monotonic()))
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                await self.pause(delay)
         return "stopped"
+
+    async def _until_stop(self, delay_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=delay_s)
 
     async def _process(self, records: list[ChangeRecord]) -> None:
         shard_id = self.shard.shard_id

@@ -25,6 +25,7 @@ from replicator.pipeline.processor import BatchProcessor
 from replicator.pipeline.stages import Pipeline
 from replicator.pipeline.target_health import TargetHealth
 from replicator.sink.deadletter import DeadLetterSink
+from replicator.sink.ratelimit import WriteGate
 from replicator.sink.writer import ConditionalWriter
 
 if TYPE_CHECKING:
@@ -83,6 +84,12 @@ def build_processor(
         metrics=metrics,
         retry_policy=write_retry_policy(cfg),
         max_concurrent_writes=cfg.target.max_concurrent_writes,
+        write_gate=WriteGate(
+            max_concurrent_writes=cfg.target.max_concurrent_writes,
+            adaptive=cfg.target.adaptive_concurrency,
+            max_writes_per_s=cfg.target.max_writes_per_s,
+            metrics=metrics,
+        ),
         dead_letters=dead_letters,
         maximum_record_age_s=cfg.failure.maximum_record_age_seconds,
         bisect_on_error=cfg.failure.bisect_batch_on_function_error,

@@ -1,0 +1,104 @@
+"""Idle polling: consecutive empty reads back off up to the cap; records bring the fast interval back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from scripted_stream import ScriptedStream
+
+from replicator.core.config import ReaderConfig
+from replicator.core.retry import RetryPolicy
+from replicator.observe.metrics import Metrics
+from replicator.observe.state import WorkerState
+from replicator.runtime.consumer import ReaderSettings, ShardReader
+from replicator.runtime.polling import IdleBackoff
+from replicator.source.shards import Shard
+from replicator.source.streams import StreamsSource
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from replicator.core.records import ChangeRecord
+
+OLD_IDLE_CAP_S = 1.0
+"""The cap before adaptive backoff: an idle shard cost a GetRecords a second."""
+
+
+def test_schedule_doubles_from_the_fast_interval_to_the_cap_and_resets_on_records() -> None:
+    """0.25 -> 0.5 -> 1 -> 2 -> 4 -> 4 ...; a read with records starts again at 0.25."""
+    backoff = IdleBackoff(fast_s=0.25, max_s=4.0)
+    assert [backoff.after_empty() for _ in range(7)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.after_records()
+    assert [backoff.after_empty() for _ in range(3)] == [0.25, 0.5, 1.0]
+
+
+def test_a_cap_below_the_fast_interval_keeps_the_fast_interval() -> None:
+    """A cap below the fast interval (or 0, in tests) never waits less than the fast interval."""
+    assert [IdleBackoff(fast_s=0.25, max_s=0.1).after_empty() for _ in range(3)] == [0.25] * 3
+    zero = IdleBackoff(fast_s=0, max_s=0)
+    assert [zero.after_empty() for _ in range(3)] == [0, 0, 0]
+
+
+def test_default_cap_cuts_idle_get_records_to_a_quarter_at_most() -> None:
+    """The default cap is at least 4x the old 1 s, so an idle shard's steady poll rate is <= 1/4 of before."""
+    cfg = ReaderConfig()
+    assert cfg.poll_interval_s == 0.25  # Lambda's 4 polls/s for busy shards, unchanged
+    assert cfg.max_idle_poll_interval_s >= 4 * OLD_IDLE_CAP_S
+
+
+class _Processor:
+    def __init__(self) -> None:
+        self.records: list[str] = []
+
+    async def process(self, records: Sequence[ChangeRecord]) -> None:
+        self.records.extend(r.sequence_number for r in records)
+
+
+class _Store:
+    async def save(self, *_: Any, **__: Any) -> None:
+        return None
+
+
+async def test_reader_backs_off_on_an_idle_shard_and_polls_fast_once_it_wakes() -> None:
+    """With the default config the waits grow to the cap, a record resets them, then they grow again."""
+    stream = ScriptedStream()
+    stream.add_shard("s1")
+    processor = _Processor()
+    stop = asyncio.Event()
+    cfg = ReaderConfig()
+    cap = cfg.max_idle_poll_interval_s
+    pauses: list[float] = []
+
+    async def pause(delay_s: float) -> None:
+        pauses.append(delay_s)
+        if len(pauses) == 8:
+            stream.put("s1", "k", 1)  # the shard wakes up while the reader waits at the cap
+        if len(pauses) == 12:
+            stop.set()
+
+    metrics = Metrics()
+    reader = ShardReader(
+        api=StreamsSource(stream, stream),
+        stream_arn=stream.arn,
+        shard=Shard("s1", None, "1"),
+        checkpoint=None,
+        store=_Store(),  # type: ignore[arg-type]
+        processor=processor,  # type: ignore[arg-type]
+        state=WorkerState(metrics),
+        metrics=metrics,
+        settings=ReaderSettings(reader=cfg, batch_size=100, initial_position="TRIM_HORIZON"),
+        retry_policy=RetryPolicy(max_attempts=1),
+        stop=stop,
+        pause=pause,
+    )
+    assert await asyncio.wait_for(reader.run(), 10) == "stopped"
+    assert len(processor.records) == 1
+    growth = [0.25, 0.5, 1.0, 2.0, 4.0]
+    assert pauses[:5] == growth
+    assert pauses[5:8] == [cap] * 3
+    # The ninth poll read the record: the next wait is at most the fast interval (from that poll's start)...
+    assert pauses[8] <= cfg.poll_interval_s
+    # ...and the empty reads after it start the growth again.
+    assert pauses[9:12] == growth[:3]
+    assert metrics.registry.get_sample_value("replicator_get_records_calls_total", {"result": "empty"}) == 11
