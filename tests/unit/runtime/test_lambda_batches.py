@@ -262,3 +262,30 @@ def test_prewarm_only_for_provisioned_concurrency() -> None:
     assert lambda_function.prewarm_requested({"AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency"})
     assert not lambda_function.prewarm_requested({"AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"})
     assert not lambda_function.prewarm_requested({})
+
+
+async def test_record_without_creation_time_does_not_lose_to_an_earlier_change() -> None:
+    """A MODIFY lacking ApproximateCreationDateTime is written over the INSERT before it in the batch."""
+    target = FakeTarget()
+    records = [_record(0, "a"), _record(1, "a"), _record(2, "b")]
+    del records[1]["dynamodb"]["ApproximateCreationDateTime"]
+    records[1]["eventName"] = "MODIFY"
+    del records[2]["dynamodb"]["ApproximateCreationDateTime"]
+    outcome = await process_event(_processor(target), records, budget_s=5)
+    assert outcome.failed_index is None
+    assert outcome.outcomes == {"replicated": 2, "collapsed": 1}
+    assert target.items["a"]["n"] == {"N": "1"}
+    # Its version's time is the record before it, not the epoch.
+    assert target.items["a"]["_rep_version"]["S"] > "00000000000000000#"
+    first_us = int(records[0]["dynamodb"]["ApproximateCreationDateTime"] * 1_000_000)
+    assert int(target.items["b"]["_rep_version"]["S"][:17]) >= first_us - 1
+
+
+async def test_event_without_any_creation_time_uses_the_invocation_clock() -> None:
+    """No record has ApproximateCreationDateTime: versions take the time of the invocation, never 0."""
+    target = FakeTarget()
+    records = [_record(0, "a")]
+    del records[0]["dynamodb"]["ApproximateCreationDateTime"]
+    before_us = int(time.time()) * 1_000_000
+    await process_event(_processor(target), records, budget_s=5)
+    assert int(target.items["a"]["_rep_version"]["S"][:17]) >= before_us
