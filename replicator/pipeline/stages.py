@@ -94,4 +94,12 @@ class Pipeline:
             raise RecordRejectedError(
                 f"{out.event_name} record at shard {out.shard_id} sequence {out.sequence_number} has no NewImage"
             )
+        ts = cfg.timestamp_attribute
+        if ts is not None and item is not None and ts in (record.new_image or {}) and ts not in item:
+            # Config validation refuses the built-in transforms that do this; a plugin is checked here.
+            # Without it in the target, last-writer-wins lets any older write replace this one.
+            raise RecordRejectedError(
+                f"record at shard {out.shard_id} sequence {out.sequence_number}: the transforms removed "
+                "replication.timestamp_attribute from the item; keep it in the plugin's output"
+            )
         return Write(keys=out.keys, item=item, version=version, app_timestamp_us=app_ts, record=out)

@@ -31,10 +31,6 @@ def documented_exception(s: Settings) -> str | None:
 
 def known_issue(s: Settings) -> str | None:
     """The open item of issue 14 that still breaks this accepted configuration (xfail until fixed)."""
-    if s.transform == "drop_ts":
-        return "item 2: a transform drops timestamp_attribute"
-    if s.ttl_shorter_than_replay:
-        return "item 3: a tombstone expires before a replay"
     if s.active_active:
         return "item 9: an UpdateItem upsert on a tombstone keeps _rep_deleted"
     if s.stream_clock == "kinesis_ms_skewed":

@@ -325,7 +325,7 @@ def test_tombstone_request_contents():
         "_rep_version": {"S": V2},
         "_rep_origin": {"S": "us-east-1"},
         "_rep_deleted": {"BOOL": True},
-        "_rep_expires": {"N": str(1_000 + 7 * 24 * 3600)},
+        "_rep_expires": {"N": str(1_000 + 15 * 24 * 3600)},
     }
 
 
