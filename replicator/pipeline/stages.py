@@ -80,6 +80,7 @@ class Pipeline:
             version_attribute=cfg.version_attribute,
             timestamp_attribute=cfg.timestamp_attribute,
             timestamp_unit=cfg.timestamp_unit,
+            timestamp_marker_attribute=cfg.timestamp_marker_attribute,
         )
         clean = dataclasses.replace(
             record,

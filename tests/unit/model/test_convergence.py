@@ -33,8 +33,6 @@ def known_issue(s: Settings) -> str | None:
     """The open item of issue 14 that still breaks this accepted configuration (xfail until fixed)."""
     if s.active_active:
         return "item 9: an UpdateItem upsert on a tombstone keeps _rep_deleted"
-    if s.stream_clock == "kinesis_ms_skewed":
-        return "item 4: the tombstone's time comes from the stream clock"
     return None
 
 
@@ -80,7 +78,7 @@ HEADLINE = [
     "settings",
     [
         pytest.param(s, id=s.label().replace(" ", ","), marks=[pytest.mark.xfail(strict=True, reason=issue)])
-        if (issue := known_issue(s) or (s.timestamp and "item 4: a re-create in the deleted write's millisecond"))
+        if (issue := known_issue(s))
         else pytest.param(s, id=s.label().replace(" ", ","))
         for s in HEADLINE
     ],

@@ -12,12 +12,10 @@ from unit.model.model import Livelock, empty_world
 PROVEN = [
     Settings(True, "tombstone", False, True, "none", False, False),  # noqa: FBT003 - positional table row
     Settings(True, "tombstone", False, True, "keep_ts", False, False, "kinesis_ms_skewed"),  # noqa: FBT003
-    Settings(True, "tombstone", True, True, "none", True, False),  # noqa: FBT003 - same
-    Settings(True, "tombstone", True, True, "none", True, False, "kinesis_ms_skewed"),  # noqa: FBT003 - same
+    # Active-active joins once item 9 (an UpdateItem upsert on a tombstone) is fixed: random walks do not
+    # find it reliably, the exhaustive test does (test_convergence.py).
 ]
-ITEM_4 = "item 4: a re-create in the deleted write's millisecond loses to the tombstone"
-ITEM_9 = "item 9: an UpdateItem upsert on a tombstone keeps _rep_deleted"
-XFAIL = {0: ITEM_4, 1: ITEM_4, 2: ITEM_9, 3: ITEM_9}
+XFAIL: dict[int, str] = {}
 
 
 @pytest.mark.parametrize(
