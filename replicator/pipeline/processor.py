@@ -3,7 +3,8 @@
 Ordering: changes to one key are applied in source order (a batch holds one shard's records, and a
 shard's batches are processed one after another); writes to different keys run concurrently. Within a
 batch, a key's changes collapse to the one with the greatest version: last-writer-wins would discard the
-others anyway, so they are counted ``collapsed`` and cost no write.
+others anyway, so they are counted ``collapsed`` and cost no write. If the target refuses that change, the
+next greatest is written instead, so the key's earlier good changes are not lost.
 
 Failure: transient errors are retried (``retry.py``). A record that cannot be written (a transform
 raised, the target rejected it, it is older than ``maximum_record_age_s``, its write still failed
@@ -101,7 +102,7 @@ class BatchProcessor:
         transient error when the retry policy gave up; then no record of the batch may be checkpointed.
         """
         result = BatchResult()
-        latest: dict[tuple[tuple[str, str, str], ...], Write] = {}
+        by_key: dict[tuple[tuple[str, str, str], ...], list[Write]] = {}
         now = self._clock()
         for record in records:
             if (
@@ -125,28 +126,40 @@ class BatchProcessor:
             if isinstance(decision, str):
                 result.outcomes[decision] += 1
                 continue
-            key = decision.record.key_id
-            previous = latest.get(key)
-            if previous is None or previous.version < decision.version:
-                latest[key] = decision
-            if previous is not None:
+            changes = by_key.setdefault(decision.record.key_id, [])
+            if changes:
                 result.outcomes["collapsed"] += 1
-        if latest:
-            await self._write_all(list(latest.values()), result)
+            changes.append(decision)
+        if by_key:
+            # Greatest version first; the others stand by in case the target refuses it.
+            await self._write_all([sorted(c, key=lambda w: w.version, reverse=True) for c in by_key.values()], result)
         self._account(result, records)
         return result
 
-    async def _write_all(self, writes: list[Write], result: BatchResult) -> None:
+    async def _write_all(self, per_key: list[list[Write]], result: BatchResult) -> None:
         try:
-            await asyncio.gather(*(self._write(w, result) for w in writes))
+            await asyncio.gather(*(self._write_key(changes, result) for changes in per_key))
         finally:
             # Counted once per batch, not per write: a labelled child lookup per record was measurable
             # (bench/). A batch holds one shard's records.
             if result.outcomes["replicated"]:
-                shard = writes[0].record.shard_id
+                shard = per_key[0][0].record.shard_id
                 self.metrics.records_written.labels(shard=shard).inc(result.outcomes["replicated"])
 
-    async def _write(self, write: Write, result: BatchResult) -> None:
+    async def _write_key(self, changes: list[Write], result: BatchResult) -> None:
+        """Write a key's winning change; if the target refuses it, its best collapsed change instead.
+
+        Without the fallback the key's earlier good changes, counted ``collapsed``, would never be
+        written and the target would stay at its state before the batch.
+        """
+        for position, write in enumerate(changes):
+            if position:
+                result.outcomes["collapsed"] -= 1  # it gets its own outcome now
+            if not await self._write(write, result):
+                return
+
+    async def _write(self, write: Write, result: BatchResult) -> bool:
+        """Write one change; True when the target refused it (dead-lettered), so a fallback may follow."""
         async with self._semaphore:
             try:
                 outcome = await retrying(
@@ -159,7 +172,7 @@ class BatchProcessor:
                     await self._tombstone_source(write, self.source_writer)
             except RecordRejectedError as exc:
                 await self._dead_letter(write.record, exc, 1, result)
-                return
+                return True
             except Exception as exc:
                 if is_transient(exc):
                     # Retries ran out (only with a finite failure.maximum_retry_attempts): as Lambda
@@ -167,11 +180,11 @@ class BatchProcessor:
                     if self.retry_policy.max_attempts is None:
                         raise
                     await self._dead_letter(write.record, exc, self.retry_policy.max_attempts + 1, result)
-                    return
+                    return False
                 if not self.bisect_on_error:
                     raise
                 await self._dead_letter(write.record, exc, 1, result)
-                return
+                return False
         result.outcomes[outcome] += 1
         if outcome == "replicated":
             self.metrics.replication_latency.observe(
@@ -179,6 +192,7 @@ class BatchProcessor:
             )
         else:
             self.metrics.conflicts.inc()
+        return False
 
     async def _tombstone_source(self, write: Write, writer: ConditionalWriter) -> None:
         # The application's delete removed the item from the source, so nothing there stops an older
