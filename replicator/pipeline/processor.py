@@ -170,6 +170,8 @@ class BatchProcessor:
                 )
                 if self.source_writer is not None and write.item is None:
                     await self._tombstone_source(write, self.source_writer)
+                elif self.source_writer is not None:
+                    await self._revive_source(write, self.source_writer)
             except RecordRejectedError as exc:
                 await self._dead_letter(write.record, exc, 1, result)
                 return True
@@ -205,6 +207,17 @@ class BatchProcessor:
             lambda: writer.write(dataclasses.replace(write, keys=keys)),
             policy=self.retry_policy,
             metrics=self.metrics,
+        )
+
+    async def _revive_source(self, write: Write, writer: ConditionalWriter) -> None:
+        # An application UpdateItem on a tombstone in the source keeps its flags (UpdateItem keeps what
+        # it does not set): the target gets the item live, the source would hide it and TTL remove it.
+        # Clearing them makes the application's write mean there what it means in DynamoDB.
+        image = write.record.event["dynamodb"].get("NewImage")
+        if image is None or writer.revive_request(image, write.version) is None:
+            return
+        await retrying(
+            "PutItem", lambda: writer.revive(image, write.version), policy=self.retry_policy, metrics=self.metrics
         )
 
     async def _dead_letter(

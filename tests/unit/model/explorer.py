@@ -79,7 +79,9 @@ def _steps(  # noqa: C901, PLR0912 - one branch per kind of step reads as the li
                         f"replay {d}:{index}",
                         lambda d=d, i=index: _spend(deliver(world, s, workers, d, i)),
                     )
-    if not any(world.parked):
+    # A tombstone expires days after its delete: after the replication lag (everything delivered), and
+    # with a TTL shorter than the replay window, before a replay may come.
+    if _quiescent(world, workers) or settings.ttl_shorter_than_replay:
         for region in (0, 1):
             for pk in KEYS:
                 yield (f"tombstone of {pk} expires in region {region}", lambda r=region, p=pk: _expire(world, s, r, p))
@@ -113,7 +115,9 @@ def _expire(world: World, settings: Settings, region: int, pk: str) -> World | N
         return None
     # Expiry is DynamoDB's normal garbage collection, not a fault: it costs no budget. A TTL longer
     # than every replay window means nothing is replayed after a tombstone expires.
-    return dataclasses.replace(after, replays_closed=not settings.ttl_shorter_than_replay)
+    return dataclasses.replace(
+        after, replays_closed=not settings.ttl_shorter_than_replay, later_ms=world.later_ms + 60_000
+    )
 
 
 def _quiescent(world: World, workers: tuple[Worker, ...]) -> bool:

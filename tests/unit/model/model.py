@@ -85,10 +85,12 @@ class World:
     """A tombstone expired while TTL outlives every replay window: no replay may follow."""
     last_writer: int | None = None
     """The region of the last application operation."""
+    later_ms: int = 0
+    """Time skipped by a tombstone's expiry: days pass before DynamoDB's TTL removes it."""
 
     def app_clock_ms(self) -> int:
         """The application's clock: two operations share a millisecond (equal timestamps happen)."""
-        return BASE_MS + self.ops_done // 2
+        return BASE_MS + self.later_ms + self.ops_done // 2
 
     def frozen(self) -> tuple[Any, ...]:
         """A hashable identity of the state, for memoisation."""
@@ -101,6 +103,7 @@ class World:
             self.faults_left,
             self.replays_closed,
             self.last_writer,
+            self.later_ms,
         )
 
 
@@ -181,7 +184,16 @@ def app_op(world: World, settings: Settings, region: int, pk: str, kind: str) ->
         if settings.timestamp:
             # The contract: greater than the timestamp of the item it replaces (or the clock's).
             current_ts = int(current[TS]["N"]) if current and TS in current else 0
-            attrs[TS] = {"N": str(max(world.app_clock_ms(), current_ts + 1))}
+            # A re-create also follows the item it deleted (the application remembers it, or its clock
+            # has passed it): the greatest timestamp this region's stream shows for the key.
+            seen = [
+                int(image[TS]["N"])
+                for r in world.streams[region]
+                if r.keys["pk"]["S"] == pk
+                for image in (r.old_image, r.new_image)
+                if image and TS in image
+            ]
+            attrs[TS] = {"N": str(max(world.app_clock_ms(), current_ts + 1, max(seen, default=0) + 1))}
         # put: a whole item, markers dropped; update: an UpdateItem upsert (SET a, b, ts), markers stay.
         after = {"pk": {"S": pk}, **attrs} if kind == "put" else {**(current or {"pk": {"S": pk}}), **attrs}
     stamped = change(world, settings, region, pk, after)
@@ -204,6 +216,11 @@ def deliver(world: World, settings: Settings, workers: tuple[Worker, ...], direc
         keys = decision.record.event["dynamodb"]["Keys"]
         request = worker.source_writer.request(dataclasses.replace(decision, keys=keys))
         world = _apply(world, settings, direction, request.params)
+    elif worker.source_writer is not None:
+        # As BatchProcessor._revive_source: an upsert on a tombstone gets its flags cleared in the source.
+        revive = worker.source_writer.revive_request(record.event["dynamodb"]["NewImage"], decision.version)
+        if revive is not None:
+            world = _apply(world, settings, direction, revive.params)
     return world
 
 

@@ -31,8 +31,7 @@ def documented_exception(s: Settings) -> str | None:
 
 def known_issue(s: Settings) -> str | None:
     """The open item of issue 14 that still breaks this accepted configuration (xfail until fixed)."""
-    if s.active_active:
-        return "item 9: an UpdateItem upsert on a tombstone keeps _rep_deleted"
+    del s  # items 2, 3, 4 and 9 were marked here until their fixes; none is open now
     return None
 
 

@@ -35,16 +35,18 @@ def test_random_histories_converge(index: int, data: st.DataObject) -> None:
     """Up to 8 operations and 3 faults, steps chosen at random, end with both tables equal."""
     s = PROVEN[index]
     world, workers, run = empty_world(faults=3), *steps_of(s, max_ops=8)
+    history: list[str] = []
     for _ in range(40):
         options = list(run(world))
         if not options:
             break
-        _label, step = options[data.draw(st.integers(0, len(options) - 1), label="step")]
+        label, step = options[data.draw(st.integers(0, len(options) - 1), label="step")]
         try:
             after = step()
         except Livelock as exc:
             raise AssertionError(str(exc)) from exc
         if after is not None:
             world = after
+            history.append(label)
     detail = quiescent_check(world, s, workers, drain=True)
-    assert detail is None, detail
+    assert detail is None, f"{detail}\n  history: {' / '.join(history)}"
