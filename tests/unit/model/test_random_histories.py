@@ -12,8 +12,8 @@ from unit.model.model import Livelock, empty_world
 PROVEN = [
     Settings(True, "tombstone", False, True, "none", False, False),  # noqa: FBT003 - positional table row
     Settings(True, "tombstone", False, True, "keep_ts", False, False, "kinesis_ms_skewed"),  # noqa: FBT003
-    # Active-active joins once item 9 (an UpdateItem upsert on a tombstone) is fixed: random walks do not
-    # find it reliably, the exhaustive test does (test_convergence.py).
+    Settings(True, "tombstone", True, True, "none", True, False),  # noqa: FBT003 - same
+    Settings(True, "tombstone", True, True, "keep_ts", True, False, "kinesis_ms_skewed"),  # noqa: FBT003 - same
 ]
 XFAIL: dict[int, str] = {}
 
