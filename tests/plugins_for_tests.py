@@ -66,3 +66,9 @@ def poison_pill(record: ChangeRecord) -> ChangeRecord:
     if POISON_ENABLED and "poison" in (record.new_image or {}):
         raise RuntimeError("poison item")
     return record
+
+
+def drop_updated_at(record: ChangeRecord) -> ChangeRecord:
+    """Remove ``updatedAt`` from the new image (a plugin that disables last-writer-wins)."""
+    image = None if record.new_image is None else {k: v for k, v in record.new_image.items() if k != "updatedAt"}
+    return dataclasses.replace(record, new_image=image)

@@ -201,7 +201,15 @@ class ReplicationConfig(BaseModel):
         "conditional DeleteItem (not for active-active).",
     )
     tombstone_ttl_s: int = Field(
-        default=7 * 24 * 3600, ge=0, description="How long a tombstone is kept (its expires_attribute)."
+        default=15 * 24 * 3600,
+        ge=0,
+        description="How long a tombstone outlives its delete; must exceed replay_window_s (deletes: tombstone).",
+    )
+    replay_window_s: int = Field(
+        default=14 * 24 * 3600,
+        ge=0,
+        description="The longest a change may be replayed after it was made: dead-letter retention (SQS keeps "
+        "messages up to 14 days, the default), a Kinesis source's retention (24 h to 365 days).",
     )
     ttl_deletes: Literal["replicate", "skip"] = Field(
         default="replicate", description="Deletes made by DynamoDB's TTL: replicate them, or leave the target item."
@@ -228,6 +236,19 @@ class ReplicationConfig(BaseModel):
             raise ValueError("timestamp_attribute must not be one of the marker attributes")
         if len(set(names)) != len(names):
             raise ValueError("marker attribute names must be distinct")
+        return self
+
+    @model_validator(mode="after")
+    def _tombstones_outlive_replays(self) -> ReplicationConfig:
+        # A tombstone that expires before a replay of an older write lets that write bring the item back
+        # in the target only (tests/unit/model: the checker's ttl<replay configurations).
+        if self.deletes == "tombstone" and self.tombstone_ttl_s <= self.replay_window_s:
+            raise ValueError(
+                f"tombstone_ttl_s ({self.tombstone_ttl_s}) must exceed replay_window_s ({self.replay_window_s}): "
+                "a tombstone that expires before a replayed or redriven older write arrives lets that write "
+                "bring the deleted item back; raise replication.tombstone_ttl_s (or, if no record can be replayed "
+                "that late, lower replication.replay_window_s)"
+            )
         return self
 
     @property
@@ -396,6 +417,29 @@ class Config(BaseSettings):
     def _leases_need_dynamodb(self) -> Config:
         if self.leases.enabled and self.checkpoint.backend != "dynamodb":
             raise ValueError("leases.enabled needs checkpoint.backend: dynamodb (the lease table)")
+        return self
+
+    @model_validator(mode="after")
+    def _timestamp_survives_transforms(self) -> Config:
+        # Last-writer-wins compares the target's copy of timestamp_attribute; a transform that removes
+        # it lets any older write (a replay, a redrive, a duplicate) overwrite a newer one.
+        ts = self.replication.timestamp_attribute
+        if ts is None:
+            return self
+        for index, spec in enumerate(self.transforms):
+            kind, attributes = spec.get("type"), spec.get("attributes")
+            dropped = (
+                (kind == "include" and isinstance(attributes, list) and ts not in attributes)
+                or (kind == "exclude" and isinstance(attributes, list) and ts in attributes)
+                or (kind in ("rename", "map_keys") and isinstance(attributes, dict) and ts in attributes)
+            )
+            if dropped:
+                raise ValueError(
+                    f"transforms[{index}] ({kind}) removes replication.timestamp_attribute {ts!r} from the "
+                    f"target items, which disables last-writer-wins (an older replayed write would win): keep "
+                    f"{ts!r} in the target (list it in include, leave it out of exclude and rename), or unset "
+                    "replication.timestamp_attribute"
+                )
         return self
 
     @field_validator("filters", mode="before")

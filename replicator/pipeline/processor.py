@@ -3,7 +3,8 @@
 Ordering: changes to one key are applied in source order (a batch holds one shard's records, and a
 shard's batches are processed one after another); writes to different keys run concurrently. Within a
 batch, a key's changes collapse to the one with the greatest version: last-writer-wins would discard the
-others anyway, so they are counted ``collapsed`` and cost no write.
+others anyway, so they are counted ``collapsed`` and cost no write. If the target refuses that change, the
+next greatest is written instead, so the key's earlier good changes are not lost.
 
 Failure: transient errors are retried (``retry.py``). A failure of the whole target (``errors.error_scope``
 "target": credentials, permissions, a deleted table, ...) dead-letters nothing: the write is held and
@@ -128,7 +129,7 @@ class BatchProcessor:
         transient error when the retry policy gave up; then no record of the batch may be checkpointed.
         """
         result = BatchResult()
-        latest: dict[tuple[tuple[str, str, str], ...], Write] = {}
+        by_key: dict[tuple[tuple[str, str, str], ...], list[Write]] = {}
         now = self._clock()
         for record in records:
             if (
@@ -152,28 +153,40 @@ class BatchProcessor:
             if isinstance(decision, str):
                 result.outcomes[decision] += 1
                 continue
-            key = decision.record.key_id
-            previous = latest.get(key)
-            if previous is None or previous.version < decision.version:
-                latest[key] = decision
-            if previous is not None:
+            changes = by_key.setdefault(decision.record.key_id, [])
+            if changes:
                 result.outcomes["collapsed"] += 1
-        if latest:
-            await self._write_all(list(latest.values()), result)
+            changes.append(decision)
+        if by_key:
+            # Greatest version first; the others stand by in case the target refuses it.
+            await self._write_all([sorted(c, key=lambda w: w.version, reverse=True) for c in by_key.values()], result)
         self._account(result, records)
         return result
 
-    async def _write_all(self, writes: list[Write], result: BatchResult) -> None:
+    async def _write_all(self, per_key: list[list[Write]], result: BatchResult) -> None:
         try:
-            await asyncio.gather(*(self._write(w, result) for w in writes))
+            await asyncio.gather(*(self._write_key(changes, result) for changes in per_key))
         finally:
             # Counted once per batch, not per write: a labelled child lookup per record was measurable
             # (bench/). A batch holds one shard's records.
             if result.outcomes["replicated"]:
-                shard = writes[0].record.shard_id
+                shard = per_key[0][0].record.shard_id
                 self.metrics.records_written.labels(shard=shard).inc(result.outcomes["replicated"])
 
-    async def _write(self, write: Write, result: BatchResult) -> None:
+    async def _write_key(self, changes: list[Write], result: BatchResult) -> None:
+        """Write a key's winning change; if the target refuses it, its best collapsed change instead.
+
+        Without the fallback the key's earlier good changes, counted ``collapsed``, would never be
+        written and the target would stay at its state before the batch.
+        """
+        for position, write in enumerate(changes):
+            if position:
+                result.outcomes["collapsed"] -= 1  # it gets its own outcome now
+            if not await self._write(write, result):
+                return
+
+    async def _write(self, write: Write, result: BatchResult) -> bool:
+        """Write one change; True when the target refused it (dead-lettered), so a fallback may follow."""
         async with self._semaphore:
             while True:
                 try:
@@ -186,7 +199,7 @@ class BatchProcessor:
                         "near_retention_while_target_unavailable", shard_id=write.record.shard_id, code=code
                     )
                     await self._dead_letter(write.record, TargetUnavailableError(code), 1, result)
-                    return
+                    return False
                 except Exception as exc:  # noqa: BLE001 - classified below; _write_failed re-raises the rest
                     scope = self.target.scope(exc, write.record.key_id)
                     self.target.counted(scope, exc)
@@ -194,8 +207,7 @@ class BatchProcessor:
                         # Nobody's record: hold it (and so the checkpoint) and probe until the target is fixed.
                         self.target.failed(exc)
                         continue
-                    await self._write_failed(write, exc, scope, result)
-                    return
+                    return await self._write_failed(write, exc, scope, result)
                 self.target.succeeded()
                 break
         result.outcomes[outcome] += 1
@@ -205,6 +217,7 @@ class BatchProcessor:
             )
         else:
             self.metrics.conflicts.inc()
+        return False
 
     async def _send(self, write: Write) -> WriteOutcome:
         outcome = await retrying(
@@ -215,23 +228,29 @@ class BatchProcessor:
         )
         if self.source_writer is not None and write.item is None:
             await self._tombstone_source(write, self.source_writer)
+        elif self.source_writer is not None:
+            await self._revive_source(write, self.source_writer)
         return outcome
 
-    async def _write_failed(self, write: Write, exc: Exception, scope: Scope, result: BatchResult) -> None:
-        """A write failed for this record alone (record scope), or transiently past the retry policy."""
+    async def _write_failed(self, write: Write, exc: Exception, scope: Scope, result: BatchResult) -> bool:
+        """A write failed for this record alone (record scope), or transiently past the retry policy.
+
+        True when the target refused this change (dead-lettered): the key's next change may be written.
+        """
         if isinstance(exc, RecordRejectedError):
             await self._dead_letter(write.record, exc, 1, result)
-            return
+            return True
         if scope == "transient":
             # Retries ran out (only with a finite failure.maximum_retry_attempts): as Lambda
             # does, the record goes to the destination and the shard moves on.
             if self.retry_policy.max_attempts is None:
                 raise exc
             await self._dead_letter(write.record, exc, self.retry_policy.max_attempts + 1, result)
-            return
+            return False
         if scope != "record" or not self.bisect_on_error:
             raise exc
         await self._dead_letter(write.record, exc, 1, result)
+        return False
 
     def _hold_deadline_s(self, record: ChangeRecord) -> float | None:
         """Seconds a held write of ``record`` may wait before it goes to the destination; None: no limit."""
@@ -256,6 +275,17 @@ class BatchProcessor:
             lambda: writer.write(dataclasses.replace(write, keys=keys)),
             policy=self.retry_policy,
             metrics=self.metrics,
+        )
+
+    async def _revive_source(self, write: Write, writer: ConditionalWriter) -> None:
+        # An application UpdateItem on a tombstone in the source keeps its flags (UpdateItem keeps what
+        # it does not set): the target gets the item live, the source would hide it and TTL remove it.
+        # Clearing them makes the application's write mean there what it means in DynamoDB.
+        image = write.record.event["dynamodb"].get("NewImage")
+        if image is None or writer.revive_request(image, write.version) is None:
+            return
+        await retrying(
+            "PutItem", lambda: writer.revive(image, write.version), policy=self.retry_policy, metrics=self.metrics
         )
 
     async def _dead_letter(

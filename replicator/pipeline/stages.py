@@ -95,6 +95,7 @@ class Pipeline:
             version_attribute=cfg.version_attribute,
             timestamp_attribute=cfg.timestamp_attribute,
             timestamp_unit=cfg.timestamp_unit,
+            timestamp_marker_attribute=cfg.timestamp_marker_attribute,
         )
         clean = dataclasses.replace(
             record,
@@ -111,5 +112,13 @@ class Pipeline:
         if item is None and out.event_name != "REMOVE":
             raise RecordRejectedError(
                 f"{out.event_name} record at shard {out.shard_id} sequence {out.sequence_number} has no NewImage"
+            )
+        ts = cfg.timestamp_attribute
+        if ts is not None and item is not None and ts in (record.new_image or {}) and ts not in item:
+            # Config validation refuses the built-in transforms that do this; a plugin is checked here.
+            # Without it in the target, last-writer-wins lets any older write replace this one.
+            raise RecordRejectedError(
+                f"record at shard {out.shard_id} sequence {out.sequence_number}: the transforms removed "
+                "replication.timestamp_attribute from the item; keep it in the plugin's output"
             )
         return Write(keys=out.keys, item=item, version=version, app_timestamp_us=app_ts, record=out)

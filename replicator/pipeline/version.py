@@ -67,22 +67,31 @@ def change_version(
     version_attribute: str,
     timestamp_attribute: str | None,
     timestamp_unit: TimestampUnit,
+    timestamp_marker_attribute: str = "_rep_ts",
 ) -> tuple[str, int | None]:
     """Return ``(version, app_timestamp_us)`` for a change read from the source.
 
     ``app_timestamp_us`` is the application's own timestamp (None when not configured or absent);
-    for a delete it is derived: after both the stream time and the deleted image's timestamp.
+    for a delete it is derived from the deleted image's timestamp (see below), else the stream time.
     """
     stream_us = record.approximate_creation_time_us
     app_us: int | None = None
     if timestamp_attribute is not None:
         if record.event_name == "REMOVE":
             per_unit_us = unit_us(timestamp_unit)
-            old_us = parse_app_timestamp((record.old_image or {}).get(timestamp_attribute), timestamp_unit)
-            # A delete happened after the write it removes; the stream's clock has one-second steps.
-            # Always derived, so the tombstone carries the timestamp the conditions compare, and in
-            # whole units: the tombstone's timestamp attribute (in the unit) must order as the version.
-            derived = stream_us if old_us is None else max(stream_us, old_us + per_unit_us)
+            old = record.old_image or {}
+            old_us = parse_app_timestamp(old.get(timestamp_attribute), timestamp_unit)
+            # A delete happens after the write it removes, on the application's clock, never the
+            # stream's: a re-create stamped by the application must be able to follow it. Deleting
+            # this region's own write: same timestamp, and the sequence number puts the delete after
+            # it (and a re-create in the same unit after the delete). Deleting a write replicated from
+            # elsewhere: one unit later, as the origin region would otherwise break the tie. Always
+            # derived, in whole units: the tombstone's timestamp attribute must order as the version.
+            if old_us is None:
+                derived = stream_us
+            else:
+                replicated = old.get(timestamp_marker_attribute) == old.get(timestamp_attribute)
+                derived = old_us + (per_unit_us if replicated else 0)
             app_us = -(-derived // per_unit_us) * per_unit_us
         else:
             app_us = parse_app_timestamp((record.new_image or {}).get(timestamp_attribute), timestamp_unit)

@@ -12,6 +12,10 @@
   retry; everything before it has been written, so Lambda resumes exactly there. Records after it may
   have been written too: replaying them is harmless, as the conditional write finds their version
   already in the target (``superseded``).
+- A record without ``ApproximateCreationDateTime`` (optional in the API; some test events omit it) takes
+  the greatest time of the records before it in the event, else the least after it, else the invocation's
+  clock: never 0, which would make a later change of a key lose to an earlier one of the same batch. A tie
+  with the record before goes to the sequence number, so source order holds.
 - The budget: keys still being retried when it runs out are cancelled and reported failed, so the
   function answers instead of timing out (handler.py sets the budget from the invocation's deadline).
   Writes held because the whole target refuses them (target scope, ``pipeline/target_health.py``) end
@@ -26,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from replicator.core.codec import decode_event
 from replicator.core.errors import failure_code
-from replicator.core.records import ChangeRecord, from_lambda_event
+from replicator.core.records import US_PER_S, ChangeRecord, epoch_us, from_lambda_event
 from replicator.observe.logs import error_text
 from replicator.pipeline.processor import PoisonRecordError
 
@@ -80,9 +85,10 @@ async def process_event(
     records: list[ChangeRecord] = []
     failures: list[tuple[int, str]] = []
     by_key: dict[tuple[tuple[str, str, str], ...], list[int]] = {}
+    created = _creation_times_us(raw_records, now_us=int(time.time() * US_PER_S))
     for index, raw in enumerate(raw_records):
         try:
-            record = from_lambda_event(decode_event(raw), shard_id=LAMBDA_SHARD_ID)
+            record = from_lambda_event(decode_event(raw), shard_id=LAMBDA_SHARD_ID, created_us=created[index])
             key = record.key_id
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             # Malformed: it can never succeed. Records after it wait (Lambda delivers them again).
@@ -130,6 +136,33 @@ async def process_event(
             records_to_retry=outcome.records_to_retry,
         )
     return outcome
+
+
+def _creation_times_us(raw_records: Sequence[dict[str, Any]], *, now_us: int) -> list[int | None]:
+    """Each record's creation time (µs), with a fallback for records that lack one (see the module doc).
+
+    None leaves a malformed time to ``from_lambda_event``, which names the field.
+    """
+    given: list[int | None] = []
+    for raw in raw_records:
+        ddb = raw.get("dynamodb") if isinstance(raw, dict) else None
+        value = ddb.get("ApproximateCreationDateTime") if isinstance(ddb, dict) else None
+        try:
+            given.append(None if value is None else epoch_us(value))
+        except ValueError:
+            given.append(None)
+    present = [t for t in given if t is not None]
+    # Records before any timed one: the least time after them (a tie goes to the sequence number).
+    latest = min(present) if present else now_us
+    out: list[int | None] = []
+    for raw, value in zip(raw_records, given, strict=True):
+        ddb = raw.get("dynamodb") if isinstance(raw, dict) else None
+        if value is None and isinstance(ddb, dict) and "ApproximateCreationDateTime" in ddb:
+            out.append(None)  # present but malformed: from_lambda_event reports it
+            continue
+        latest = latest if value is None else max(latest, value)
+        out.append(latest if value is None else value)
+    return out
 
 
 async def _process_key(processor: BatchProcessor, records: Sequence[ChangeRecord], indexes: list[int]) -> _KeyResult:

@@ -7,7 +7,8 @@ item before and after it, as DynamoDB Streams (NEW_AND_OLD_IMAGES) would deliver
 delivered to the other region in an order, batching and duplication chosen by hypothesis.
 
 The application keeps the active-active contract: it writes ``updatedAt`` (ms) on every write, greater
-than the timestamp of the item (or tombstone) it replaces in its region. The expected final state of a
+than the timestamp of the item (or tombstone) it replaces in its region, and a re-create greater than the
+item it deleted. The expected final state of a
 key is its application change with the greatest version (``version.change_version``).
 """
 
@@ -54,6 +55,8 @@ class Region:
     pending: list[ChangeRecord] = dataclasses.field(default_factory=list)
     history: list[ChangeRecord] = dataclasses.field(default_factory=list)
     seq: itertools.count[int] = dataclasses.field(default_factory=lambda: itertools.count(10**20))
+    last_ts: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Per key, the greatest timestamp this region's application wrote or saw: it never goes back."""
 
 
 @dataclasses.dataclass
@@ -173,7 +176,10 @@ async def local_write(world: World, r: int, key: str, op: str, advance_ms: int, 
     before = await get(region, pk)
     region.clock_ms += advance_ms
     current_ts = int(before["updatedAt"]["N"]) if before and "updatedAt" in before else 0
-    ts = {"N": str(max(region.clock_ms, current_ts + 1))}
+    # The contract: greater than the item it replaces, and, after a delete, than the item deleted.
+    value_ms = max(region.clock_ms, current_ts + 1, region.last_ts.get(pk, 0) + 1)
+    region.last_ts[pk] = max(value_ms, current_ts)
+    ts = {"N": str(value_ms)}
     is_live = live(before, world.markers) is not None
     ddb, table = region.client, region.table
     if op == "delete":

@@ -262,3 +262,51 @@ def test_prewarm_only_for_provisioned_concurrency() -> None:
     assert lambda_function.prewarm_requested({"AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency"})
     assert not lambda_function.prewarm_requested({"AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"})
     assert not lambda_function.prewarm_requested({})
+
+
+async def test_record_without_creation_time_does_not_lose_to_an_earlier_change() -> None:
+    """A MODIFY lacking ApproximateCreationDateTime is written over the INSERT before it in the batch."""
+    target = FakeTarget()
+    records = [_record(0, "a"), _record(1, "a"), _record(2, "b")]
+    del records[1]["dynamodb"]["ApproximateCreationDateTime"]
+    records[1]["eventName"] = "MODIFY"
+    del records[2]["dynamodb"]["ApproximateCreationDateTime"]
+    outcome = await process_event(_processor(target), records, budget_s=5)
+    assert outcome.failed_index is None
+    assert outcome.outcomes == {"replicated": 2, "collapsed": 1}
+    assert target.items["a"]["n"] == {"N": "1"}
+    # Its version's time is the record before it, not the epoch.
+    assert target.items["a"]["_rep_version"]["S"] > "00000000000000000#"
+    first_us = int(records[0]["dynamodb"]["ApproximateCreationDateTime"] * 1_000_000)
+    assert int(target.items["b"]["_rep_version"]["S"][:17]) >= first_us - 1
+
+
+async def test_event_without_any_creation_time_uses_the_invocation_clock() -> None:
+    """No record has ApproximateCreationDateTime: versions take the time of the invocation, never 0."""
+    target = FakeTarget()
+    records = [_record(0, "a")]
+    del records[0]["dynamodb"]["ApproximateCreationDateTime"]
+    before_us = int(time.time()) * 1_000_000
+    await process_event(_processor(target), records, budget_s=5)
+    assert int(target.items["a"]["_rep_version"]["S"][:17]) >= before_us
+
+
+async def test_poison_winner_of_a_collapse_falls_back_to_the_keys_last_good_change() -> None:
+    """Item 5: the collapsed-away good changes of a key are not lost when its latest change is refused."""
+
+    class Sink:
+        def __init__(self) -> None:
+            self.sent: list[ChangeRecord] = []
+
+        async def send(self, record: ChangeRecord, *, error: BaseException, attempts: int) -> None:
+            del error, attempts
+            self.sent.append(record)
+
+    sink = Sink()
+    target = FakeTarget()
+    records = [_record(0, "a"), _record(1, "a"), _record(2, "a", reject={"BOOL": True})]
+    outcome = await process_event(_processor(target, dead_letters=sink), records, budget_s=5)
+    assert outcome.failed_index is None
+    assert target.items["a"]["n"] == {"N": "1"}
+    assert outcome.outcomes == {"replicated": 1, "collapsed": 1, "dead_lettered": 1}
+    assert [r.sequence_number for r in sink.sent] == [_seq(records, 2)]

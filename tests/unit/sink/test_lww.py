@@ -119,21 +119,29 @@ def test_version_prefers_the_app_timestamp():
     assert versions.timestamp_of(version) == app
 
 
-def test_delete_version_follows_the_deleted_write_in_whole_units():
-    """A delete is one unit after the deleted item's timestamp when the stream clock lags behind it."""
-    rec = record("REMOVE", old=img(updatedAt={"N": "1700000000123"}), t=1_700_000_000.0)
+def test_delete_of_a_replicated_item_is_one_unit_after_it():
+    """Deleting an item replicated from elsewhere: one unit after its timestamp, whatever the stream clock."""
+    rec = record("REMOVE", old=img(updatedAt={"N": "1700000000123"}, _rep_ts={"N": "1700000000123"}), t=1_700_000_000.0)
     version, app = version_of(rec, TS_CFG)
     assert app == 1_700_000_000_124_000
     assert versions.timestamp_of(version) == app
 
 
-def test_delete_version_rounds_the_stream_time_up_to_the_unit():
-    """A stream time between two units rounds up, so the tombstone's timestamp orders as its version."""
-    rec = record("REMOVE", old=img(updatedAt={"N": "1"}), t=1_700_000_000.0005)
-    _, app = version_of(rec, TS_CFG)
-    assert app is not None
-    assert app % 1000 == 0
-    assert app >= 1_700_000_000_000_500
+def test_delete_of_a_local_item_keeps_its_time_and_follows_it_by_sequence():
+    """Deleting a local write: its timestamp, not the stream's clock; the sequence number orders the two."""
+    put = record("INSERT", new=img(updatedAt={"N": "1700000000123"}), seq="100")
+    rec = record("REMOVE", old=img(updatedAt={"N": "1700000000123"}), t=1_700_000_000.9, seq="101")
+    recreate = record("INSERT", new=img(updatedAt={"N": "1700000000123"}), seq="102")
+    version, app = version_of(rec, TS_CFG)
+    assert app == 1_700_000_000_123_000
+    assert version_of(put, TS_CFG)[0] < version < version_of(recreate, TS_CFG)[0]
+
+
+def test_delete_version_ignores_a_stream_clock_ahead_of_the_application():
+    """A Kinesis clock 5 ms ahead of the application's does not put the tombstone after a re-create."""
+    rec = record("REMOVE", old=img(updatedAt={"N": "1700000000123"}), t=1_700_000_000.128, seq="101")
+    recreate = record("INSERT", new=img(updatedAt={"N": "1700000000124"}), seq="102")
+    assert version_of(rec, TS_CFG)[0] < version_of(recreate, TS_CFG)[0]
 
 
 def test_delete_without_app_timestamp_still_carries_one():
@@ -325,7 +333,7 @@ def test_tombstone_request_contents():
         "_rep_version": {"S": V2},
         "_rep_origin": {"S": "us-east-1"},
         "_rep_deleted": {"BOOL": True},
-        "_rep_expires": {"N": str(1_000 + 7 * 24 * 3600)},
+        "_rep_expires": {"N": str(1_000 + 15 * 24 * 3600)},
     }
 
 
