@@ -322,7 +322,9 @@ async def test_ttl_deletes_follow_the_policy(pair: Pair, policy: str, replicated
     cfg = pair.cfg[A].model_copy(
         update={"replication": pair.cfg[A].replication.model_copy(update={"ttl_deletes": policy})}
     )
-    pair.client[B].put_item(TableName=pair.table[B], Item={"pk": {"S": "t1"}, "a": {"N": "1"}, "updatedAt": {"N": "5"}})
+    # The target holds an older version: a delete is versioned at the deleted write's timestamp (5), so
+    # it must win over 4 (an equal local timestamp would be a tie that the region names decide).
+    pair.client[B].put_item(TableName=pair.table[B], Item={"pk": {"S": "t1"}, "a": {"N": "1"}, "updatedAt": {"N": "4"}})
     event = {
         "eventID": "1",
         "eventName": "REMOVE",
