@@ -141,7 +141,7 @@ def test_status_command_prints_a_table_and_json(
     runner = CliRunner()
     result = runner.invoke(main, ["status", "--config", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # logs go to stderr
     (shard,) = report["shards"]
     assert shard["progress"] == "not_started"
     assert shard["records_behind"] == 2
