@@ -50,6 +50,8 @@ if TYPE_CHECKING:
         GetRecordsInputTypeDef,
         GetShardIteratorInputTypeDef,
         GetShardIteratorOutputTypeDef,
+        ListStreamsInputTypeDef,
+        ListStreamsOutputTypeDef,
     )
 
 log = structlog.get_logger(__name__)
@@ -335,6 +337,10 @@ class LeanStreams:
     async def get_shard_iterator(self, **params: Unpack[GetShardIteratorInputTypeDef]) -> GetShardIteratorOutputTypeDef:
         """GetShardIterator, through botocore."""
         return await self._client.get_shard_iterator(**params)
+
+    async def list_streams(self, **params: Unpack[ListStreamsInputTypeDef]) -> ListStreamsOutputTypeDef:
+        """ListStreams, through botocore."""
+        return await self._client.list_streams(**params)
 
     def __getattr__(self, name: str) -> object:
         """Every other attribute is the botocore client's."""

@@ -41,8 +41,9 @@ from replicator.runtime.assignment import AssignmentStrategy, LeasedAssignment, 
 from replicator.runtime.coordinator import Coordinator
 from replicator.runtime.wiring import build_processor
 from replicator.sink.deadletter import DeadLetterSink
-from replicator.source.api import StreamInfo
+from replicator.source.api import ChangeSource, StreamInfo
 from replicator.source.factory import open_source
+from replicator.source.streams import StreamsSource
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +128,7 @@ class Replicator:
                 policy=RetryPolicy(max_attempts=10),
                 metrics=self.metrics,
             )
+            self.stream = stream = await self._unfinished_older_stream(api, store, stream)
             check_view_type(stream.view_type, cfg)
             processor = build_processor(
                 cfg,
@@ -170,6 +172,36 @@ class Replicator:
                 check_view_type(stream.view_type, cfg)
                 self.state.stream_problem = None
                 position = "TRIM_HORIZON"
+
+    async def _unfinished_older_stream(
+        self, api: ChangeSource, store: CheckpointStore, latest: StreamInfo
+    ) -> StreamInfo:
+        """The table's oldest stream this replica left unfinished, else ``latest``.
+
+        A stream replaced (disabled, then enabled) while no worker ran still holds the records written
+        before the replacement, readable for 24 h. Reading only the latest stream would skip them; read
+        the older stream's rest first, and the coordinator then follows to the latest (stream_watch.py).
+        """
+        cfg = self.cfg
+        table = cfg.source.table
+        if not isinstance(api, StreamsSource) or cfg.source.stream_arn is not None or table is None:
+            return latest
+        arns = await retrying(
+            "ListStreams", lambda: api.table_streams(table), policy=RetryPolicy(max_attempts=10), metrics=self.metrics
+        )
+        for arn in arns:
+            if arn == latest.arn:
+                break  # only streams older than the latest
+            checkpoints = await store.load_all(arn)
+            if any(not cp.shard_end for cp in checkpoints.values()):
+                log.warning(
+                    "stream_resumed",
+                    stream_arn=arn,
+                    latest_stream_arn=latest.arn,
+                    action="reading the rest of an older stream of the table first, then its latest stream",
+                )
+                return await api.resolve(table=None, stream_arn=arn)
+        return latest
 
     def _handle_signals(self, stack: contextlib.AsyncExitStack, signals: Iterable[signal.Signals]) -> None:
         loop = asyncio.get_running_loop()

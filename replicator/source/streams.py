@@ -52,6 +52,21 @@ class StreamsSource:
         page = await self._describe(stream_arn, None, limit=1)
         return StreamInfo(arn=stream_arn, view_type=page["StreamViewType"], status=page["StreamStatus"])
 
+    async def table_streams(self, table: str) -> list[str]:
+        """The ARNs of the table's streams DynamoDB still lists (a disabled one stays readable 24 h), oldest first."""
+        labelled: list[tuple[str, str]] = []
+        kwargs: dict[str, Any] = {"TableName": table}
+        while True:
+            try:
+                page = await self._streams.list_streams(**kwargs)
+            except Exception as exc:
+                raise translate_error(exc, "ListStreams") from exc
+            labelled.extend((s["StreamLabel"], s["StreamArn"]) for s in page.get("Streams", ()))
+            last = page.get("LastEvaluatedStreamArn")
+            if not last:
+                return [arn for _, arn in sorted(labelled)]
+            kwargs["ExclusiveStartStreamArn"] = last
+
     async def _describe(self, stream_arn: str, start: str | None, *, limit: int = 100) -> Mapping[str, Any]:
         # DescribeStream allows 10 calls/s per account; pace ours so a stream with hundreds of shards
         # is listed at full speed without being throttled.

@@ -71,6 +71,9 @@ class Recorder:
 
     def kind(self, service: str, params: dict[str, Any]) -> str:
         """The kind of resource a call names."""
+        if service == "dynamodbstreams":
+            # ListStreams (even with a TableName) has no resource-level permissions: "*".
+            return "*" if not ({"StreamArn", "ShardIterator"} & set(params)) else "stream"
         if "TableName" in params:
             return self.names[str(params["TableName"])]
         if "RequestItems" in params:  # BatchGetItem/BatchWriteItem: this test's batches name one table
