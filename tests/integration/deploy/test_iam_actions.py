@@ -74,19 +74,17 @@ class Recorder:
         if service == "dynamodbstreams":
             # ListStreams (even with a TableName) has no resource-level permissions: "*".
             return "*" if not ({"StreamArn", "ShardIterator"} & set(params)) else "stream"
-        if "TableName" in params:
-            return self.names[str(params["TableName"])]
-        if "RequestItems" in params:  # BatchGetItem/BatchWriteItem: this test's batches name one table
-            (table,) = params["RequestItems"]
+        # BatchGetItem/BatchWriteItem name their table in RequestItems (this test's batches name one).
+        tables = [params["TableName"]] if "TableName" in params else list(params.get("RequestItems", ()))
+        if tables:
+            (table,) = tables
             return self.names[str(table)]
-        if "QueueUrl" in params:
-            return "queue"
-        if "RoleArn" in params:
-            return "role"
+        by_param = {"QueueUrl": "queue", "RoleArn": "role"}
+        found = [kind for param, kind in by_param.items() if param in params]
+        if found:
+            return found[0]
         if service == "kinesis":
             return "kinesis"
-        if service == "dynamodbstreams":
-            return "*" if not ({"StreamArn", "ShardIterator"} & set(params)) else "stream"
         raise AssertionError(f"unknown resource in {service} call: {sorted(params)}")
 
     def add(self, service: str, operation: str, params: dict[str, Any]) -> None:
