@@ -140,6 +140,10 @@ class SimStream:
             }
         }
 
+    async def list_streams(self, TableName: str) -> dict[str, Any]:  # noqa: N803 - botocore's name
+        """ListStreams: this one stream (a table never replaced)."""
+        return {"Streams": [{"StreamArn": ARN, "TableName": TableName, "StreamLabel": "sim"}]}
+
     async def describe_stream(
         self,
         StreamArn: str,  # noqa: ARG002, N803 - botocore's names

@@ -89,6 +89,10 @@ class ScriptedStream:
         }
 
     # --- dynamodbstreams client --------------------------------------------------------------------
+    async def list_streams(self, TableName: str) -> dict[str, Any]:  # noqa: N803 - botocore's name
+        """ListStreams: this one stream (a table never replaced)."""
+        return {"Streams": [{"StreamArn": self.arn, "TableName": TableName, "StreamLabel": self.arn[-23:]}]}
+
     async def describe_stream(
         self,
         StreamArn: str,  # noqa: N803
