@@ -10,6 +10,9 @@ import collections
 import sys
 from pathlib import Path
 
+CHECKOUT = f"{Path(__file__).resolve().parents[1]}/"
+"""This checkout's root: stripped from frame paths so they read as repository paths."""
+
 
 def main() -> int:
     """Print self and inclusive sample shares."""
@@ -29,7 +32,7 @@ def main() -> int:
         for frame in stack.split(";"):
             name, _, loc = frame.partition(" (")
             file = loc.split(":")[0]
-            file = file.split("site-packages/")[-1].split("/work/main/")[-1].split("python3.11/")[-1]
+            file = file.split("site-packages/")[-1].split(CHECKOUT)[-1].split("python3.11/")[-1]
             frames.append(file if args.module else f"{name} ({file})")
         if not frames:
             continue
