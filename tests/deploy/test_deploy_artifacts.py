@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from cfn_support import load_cfn
 from pydantic import BaseModel
 
 from replicator.core.config import Config
@@ -85,29 +86,6 @@ def _tool(name: str) -> str:
 
 def _run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """A YAML loader that reads CloudFormation short-form tags (!Ref, !Sub ...) as {"Ref": ...} maps."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    key = suffix if suffix in {"Ref", "Condition"} else f"Fn::{suffix}"
-    return {key: value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def _load_cfn(path: Path) -> dict[str, Any]:
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 
 def _walk(node: Any) -> Iterator[Any]:
@@ -207,7 +185,7 @@ def test_config_key_lookup_rejects_unknown_keys() -> None:
 
 
 def _ecs_container() -> dict[str, Any]:
-    template = _load_cfn(ECS_TEMPLATE)
+    template = load_cfn(ECS_TEMPLATE)
     (container,) = template["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
     return container
 
@@ -237,7 +215,7 @@ def test_ecs_container_stops_gracefully_and_checks_health() -> None:
 
 def test_ecs_security_group_opens_only_the_metrics_port() -> None:
     """Every ingress rule targets port 9108; egress is HTTPS only."""
-    resources = _load_cfn(ECS_TEMPLATE)["Resources"]
+    resources = load_cfn(ECS_TEMPLATE)["Resources"]
     ingress = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::EC2::SecurityGroupIngress"]
     assert len(ingress) == 2
     assert all(rule["FromPort"] == rule["ToPort"] == 9108 for rule in ingress)
@@ -264,7 +242,7 @@ def _policy_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
 )
 def test_roles_are_least_privilege(template: Path, role: str) -> None:
     """No wildcard actions; only dynamodb:ListStreams (no resource-level support) may use Resource "*"."""
-    statements = _policy_statements(_load_cfn(template)["Resources"][role])
+    statements = _policy_statements(load_cfn(template)["Resources"][role])
     actions: set[str] = set()
     for stmt in statements:
         stmt_actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
@@ -279,7 +257,7 @@ def test_roles_are_least_privilege(template: Path, role: str) -> None:
 
 
 def _lambda_function() -> dict[str, Any]:
-    return _load_cfn(LAMBDA_TEMPLATE)["Resources"]["Function"]["Properties"]
+    return load_cfn(LAMBDA_TEMPLATE)["Resources"]["Function"]["Properties"]
 
 
 def test_lambda_function_settings() -> None:
@@ -288,7 +266,7 @@ def test_lambda_function_settings() -> None:
     assert function["Handler"] == "replicator.lambda_handler.handler"
     # The runtime is a parameter (the zip is built for it), python3.11 unless told otherwise.
     assert function["Runtime"] == {"Ref": "Runtime"}
-    assert _load_cfn(LAMBDA_TEMPLATE)["Parameters"]["Runtime"]["Default"] == "python3.11"
+    assert load_cfn(LAMBDA_TEMPLATE)["Parameters"]["Runtime"]["Default"] == "python3.11"
     assert (LAMBDA_TEMPLATE.parent / function["CodeUri"]).resolve() == ROOT / "dist" / "lambda.zip"
     assert function["Role"] == {"Fn::GetAtt": "FunctionRole.Arn"}
 
