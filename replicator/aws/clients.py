@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import structlog
@@ -73,8 +74,15 @@ class Clients:
     source: DynamoDBClient
     streams: DynamoDBStreamsClient | LeanStreams
     target: TargetClient
+    """The first target's client (``cfg.target``)."""
     checkpoint: DynamoDBClient | None = None
     """The checkpoint table's client: only with ``checkpoint.backend: dynamodb``."""
+    targets: Mapping[str, TargetClient] = dataclasses.field(default_factory=dict)
+    """Every target's client by target id (fan-out); empty when ``target`` is the only one."""
+
+    def target_clients(self, cfg: Config) -> dict[str, TargetClient]:
+        """Every target's client by ``TargetConfig.target_id``."""
+        return dict(self.targets) if self.targets else {cfg.target.target_id: self.target}
 
     def checkpoint_table(self) -> DynamoDBClient:
         """The checkpoint table's client; ConfigError when ``checkpoint.backend`` is not dynamodb."""
@@ -197,7 +205,8 @@ async def open_clients(stack: contextlib.AsyncExitStack, cfg: Config) -> Clients
         max_connections=POOL_CONNECTIONS,
     )
     tgt = cfg.target
-    target = await open_target_client(stack, cfg, session=session)
+    targets = {t.target_id: await open_target_client(stack, cfg.for_target(t), session=session) for t in cfg.targets}
+    target = targets[tgt.target_id]
     cp = cfg.checkpoint
     checkpoint = None
     if cp.backend == "dynamodb":
@@ -209,7 +218,7 @@ async def open_clients(stack: contextlib.AsyncExitStack, cfg: Config) -> Clients
                 config=conf,
             )
         )
-    return Clients(source=source, streams=streams, target=target, checkpoint=checkpoint)
+    return Clients(source=source, streams=streams, target=target, checkpoint=checkpoint, targets=targets)
 
 
 async def open_target_client(

@@ -9,11 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+from replicator.core.target_config import (
+    STRICT,
+    TargetConfig,
+    distinct_targets,
+    filters_may_be_json,
+    one_of_target_or_targets,
+)
+
+_STRICT = STRICT
 
 
 class SourceConfig(BaseModel):
@@ -41,49 +48,6 @@ class SourceConfig(BaseModel):
             raise ValueError("give source.table or source.stream_arn (or, kind kinesis, kinesis_stream_name)")
         if self.kinesis_stream_name is not None and self.kind != "kinesis":
             raise ValueError("source.kinesis_stream_name needs source.kind: kinesis")
-        return self
-
-
-class TargetConfig(BaseModel):
-    """Where changes are written to."""
-
-    model_config = _STRICT
-
-    region: str = Field(min_length=1, description="The target table's region.")
-    table: str = Field(min_length=3, max_length=255, description="The target table: same key schema (or map_keys).")
-    endpoint_url: str | None = Field(default=None, description="Another endpoint (DynamoDB Local, a VPC endpoint).")
-    max_concurrent_writes: int = Field(
-        default=64, ge=1, le=1024, description="Conditional writes in flight at once, over all shards of a worker."
-    )
-    adaptive_concurrency: bool = Field(
-        default=True,
-        description="Cut the writes in flight by 0.7 on a throttle and grow them back by one per window of "
-        "successes (AIMD, shared by the worker's shards); false: always max_concurrent_writes.",
-    )
-    max_writes_per_s: float | None = Field(
-        default=None,
-        gt=0,
-        description="Cap target write attempts (retries included) at this rate per worker; default: no cap.",
-    )
-    lean_writes: bool = Field(
-        default=True,
-        description="Send target PutItem/DeleteItem as signed HTTP requests of our own (aws.LeanDynamoDB) "
-        "instead of through botocore's per-call machinery: a third of the CPU per record; false: botocore.",
-    )
-    role_arn: str | None = Field(default=None, description="Assume this role for target writes (cross-account).")
-    external_id: str | None = Field(
-        default=None,
-        min_length=2,
-        max_length=1224,
-        pattern=r"^[\w+=,.@:/-]+$",
-        description="The ExternalId the target account's role requires (its trust policy's sts:ExternalId "
-        "condition), sent with AssumeRole; needs target.role_arn.",
-    )
-
-    @model_validator(mode="after")
-    def _external_id_needs_role(self) -> TargetConfig:
-        if self.external_id is not None and self.role_arn is None:
-            raise ValueError("target.external_id needs target.role_arn (the role whose trust policy asks for it)")
         return self
 
 
@@ -369,7 +333,13 @@ class Config(BaseSettings):
     )
 
     source: SourceConfig
-    target: TargetConfig
+    target: TargetConfig = Field(description="The table to write to; or give targets (a list) instead.")
+    targets: list[TargetConfig] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Several tables fed from one read of the stream (fan-out: one reader per shard, one write "
+        "pipeline, checkpoint and set of metrics per target); each entry has target's keys. Give target or targets.",
+    )
     checkpoint: CheckpointConfig = CheckpointConfig()
     starting_position: Literal["TRIM_HORIZON", "LATEST"] = Field(
         default="TRIM_HORIZON",
@@ -403,15 +373,57 @@ class Config(BaseSettings):
     worker_id: str | None = Field(default=None, description="Lease owner name; default host:pid.")
     leases: LeaseConfig = LeaseConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _target_or_targets(cls, data: object) -> object:
+        return one_of_target_or_targets(data)
+
+    @model_validator(mode="after")
+    def _targets_distinct(self) -> Config:
+        distinct_targets(self.targets)
+        for index, target in enumerate(self.targets):
+            same = (target.region, target.table, target.endpoint_url)
+            if same == (self.source.region, self.source.table, self.source.endpoint_url):
+                raise ValueError(f"targets[{index}] is the source table itself: every change would loop")
+        return self
+
     @model_validator(mode="after")
     def _filters_within_quota(self) -> Config:
-        if len(self.filters) > self.filters_per_event_source_mapping:
-            raise ValueError(
-                f"filters: {len(self.filters)} filters, above filters_per_event_source_mapping"
-                f" ({self.filters_per_event_source_mapping}, Lambda's quota); after raising the quota"
-                " (up to 10), set filters_per_event_source_mapping"
-            )
+        for where, filters in self._each_target("filters"):
+            if len(filters) > self.filters_per_event_source_mapping:
+                raise ValueError(
+                    f"{where}: {len(filters)} filters, above filters_per_event_source_mapping"
+                    f" ({self.filters_per_event_source_mapping}, Lambda's quota); after raising the quota"
+                    " (up to 10), set filters_per_event_source_mapping"
+                )
         return self
+
+    def _each_target(self, key: Literal["filters", "transforms"]) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Each target's effective ``filters``/``transforms``, with where they were given (for messages)."""
+        out: list[tuple[str, list[dict[str, Any]]]] = [(key, getattr(self, key))]
+        for index, target in enumerate(self.targets):
+            own = getattr(target, key)
+            if own is not None:
+                out.append((f"targets[{index}].{key}", own))
+        return out
+
+    def for_target(self, target: TargetConfig) -> Config:
+        """Return the configuration as if ``target`` were its only target: what its write pipeline reads.
+
+        The target's own ``filters``/``transforms`` replace the top-level ones. Not validated again: every
+        target's effective settings were validated with the whole configuration.
+        """
+        update: dict[str, Any] = {"target": target, "targets": [target]}
+        if target.filters is not None:
+            update["filters"] = target.filters
+        if target.transforms is not None:
+            update["transforms"] = target.transforms
+        return self.model_copy(update=update)
+
+    @property
+    def fan_out(self) -> bool:
+        """Whether one read feeds several targets."""
+        return len(self.targets) > 1
 
     @model_validator(mode="after")
     def _leases_need_dynamodb(self) -> Config:
@@ -426,29 +438,14 @@ class Config(BaseSettings):
         ts = self.replication.timestamp_attribute
         if ts is None:
             return self
-        for index, spec in enumerate(self.transforms):
-            kind, attributes = spec.get("type"), spec.get("attributes")
-            dropped = (
-                (kind == "include" and isinstance(attributes, list) and ts not in attributes)
-                or (kind == "exclude" and isinstance(attributes, list) and ts in attributes)
-                or (kind in ("rename", "map_keys") and isinstance(attributes, dict) and ts in attributes)
-            )
-            if dropped:
-                raise ValueError(
-                    f"transforms[{index}] ({kind}) removes replication.timestamp_attribute {ts!r} from the "
-                    f"target items, which disables last-writer-wins (an older replayed write would win): keep "
-                    f"{ts!r} in the target (list it in include, leave it out of exclude and rename), or unset "
-                    "replication.timestamp_attribute"
-                )
+        for where, transforms in self._each_target("transforms"):
+            _keeps_timestamp(where, transforms, ts)
         return self
 
     @field_validator("filters", mode="before")
     @classmethod
     def _filters_may_be_json(cls, value: object) -> object:
-        # Lambda's FilterCriteria holds each pattern as a JSON string; accept that form too.
-        if isinstance(value, list):
-            return [yaml.safe_load(v) if isinstance(v, str) else v for v in value]
-        return value
+        return filters_may_be_json(value)
 
     @classmethod
     def settings_customise_sources(
@@ -462,6 +459,24 @@ class Config(BaseSettings):
         """Environment variables override the YAML file (passed as init kwargs)."""
         del settings_cls
         return (env_settings, init_settings)
+
+
+def _keeps_timestamp(where: str, transforms: list[dict[str, Any]], ts: str) -> None:
+    """Refuse a transform that removes ``timestamp_attribute`` from target items (see the caller)."""
+    for index, spec in enumerate(transforms):
+        kind, attributes = spec.get("type"), spec.get("attributes")
+        dropped = (
+            (kind == "include" and isinstance(attributes, list) and ts not in attributes)
+            or (kind == "exclude" and isinstance(attributes, list) and ts in attributes)
+            or (kind in ("rename", "map_keys") and isinstance(attributes, dict) and ts in attributes)
+        )
+        if dropped:
+            raise ValueError(
+                f"{where}[{index}] ({kind}) removes replication.timestamp_attribute {ts!r} from the "
+                f"target items, which disables last-writer-wins (an older replayed write would win): keep "
+                f"{ts!r} in the target (list it in include, leave it out of exclude and rename), or unset "
+                "replication.timestamp_attribute"
+            )
 
 
 def load_config(path: Path | str | None, environ: dict[str, str] | None = None) -> Config:

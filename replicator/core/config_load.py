@@ -61,6 +61,9 @@ def json_schema() -> dict[str, Any]:
     schema = Config.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "replicator configuration"
+    # One of target (one table) or targets (fan-out): the model fills the other in (target_config.py).
+    schema["required"] = [key for key in schema.get("required", []) if key != "target"]
+    schema["oneOf"] = [{"required": ["target"]}, {"required": ["targets"]}]
     return schema
 
 

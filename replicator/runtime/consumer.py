@@ -38,7 +38,7 @@ from replicator.core.records import ChangeRecord
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
-from replicator.pipeline.processor import BatchProcessor
+from replicator.pipeline.fanout import RecordProcessor
 from replicator.runtime.polling import IdleBackoff
 from replicator.source.api import ChangeSource, IteratorType, ShardIterator
 from replicator.source.shards import Shard
@@ -117,7 +117,7 @@ class ShardReader:
         shard: Shard,
         checkpoint: Checkpoint | None,
         store: CheckpointStore,
-        processor: BatchProcessor,
+        processor: RecordProcessor,
         state: WorkerState,
         metrics: Metrics,
         settings: ReaderSettings,

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from replicator.core.config import Config
     from replicator.observe.metrics import Metrics
     from replicator.observe.state import WorkerState
-    from replicator.pipeline.processor import BatchProcessor
+    from replicator.pipeline.fanout import RecordProcessor
     from replicator.runtime.assignment import AssignmentStrategy
     from replicator.source.api import ChangeSource, StreamInfo
     from replicator.source.shards import Shard
@@ -66,7 +66,7 @@ class Coordinator:
         api: ChangeSource,
         stream_arn: str,
         assignment: AssignmentStrategy,
-        processor: BatchProcessor,
+        processor: RecordProcessor,
         state: WorkerState,
         metrics: Metrics,
         starting_position: Literal["TRIM_HORIZON", "LATEST"] | None = None,

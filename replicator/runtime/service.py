@@ -36,10 +36,10 @@ from replicator.core.stream_view import check_view_type
 from replicator.observe.http import HealthServer
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
-from replicator.pipeline.stages import Pipeline
+from replicator.pipeline.fanout import FanOut
 from replicator.runtime.assignment import AssignmentStrategy, LeasedAssignment, StaticAssignment
 from replicator.runtime.coordinator import Coordinator
-from replicator.runtime.wiring import build_processor
+from replicator.runtime.wiring import build_processors, compile_pipelines
 from replicator.sink.deadletter import DeadLetterSink
 from replicator.source.api import ChangeSource, StreamInfo
 from replicator.source.factory import open_source
@@ -92,7 +92,7 @@ class Replicator:
         self._ran = True
         cfg = self.cfg
         # Filters and transforms compile before any client, table or port is opened: a typo fails at once.
-        pipeline = Pipeline.from_config(cfg)
+        pipelines = compile_pipelines(cfg)
         self.metrics.build_info.info(
             {
                 "version": __version__,
@@ -130,14 +130,16 @@ class Replicator:
             )
             self.stream = stream = await self._unfinished_older_stream(api, store, stream)
             check_view_type(stream.view_type, cfg)
-            processor = build_processor(
+            processors = build_processors(
                 cfg,
-                pipeline=pipeline,
-                target_client=clients.target,
+                pipelines=pipelines,
+                target_clients=clients.target_clients(cfg),
                 metrics=self.metrics,
                 dead_letters=self.dead_letters,
                 source_client=clients.source,
             )
+            # One target: its processor itself; several: one read of each batch, written to each (fan-out).
+            processor = processors[cfg.target.target_id] if not cfg.fan_out else FanOut(processors)
             log.info("started", stream_arn=stream.arn, worker_id=self.worker_id, target_table=cfg.target.table)
             self.state.running = True
             self.started.set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import structlog
@@ -98,6 +98,36 @@ def build_processor(
         stream_retention_s=cfg.failure.stream_retention_seconds,
         dead_letter_before_retention_s=cfg.failure.dead_letter_before_retention_seconds,
     )
+
+
+def build_processors(
+    cfg: Config,
+    *,
+    target_clients: Mapping[str, TargetClient],
+    metrics: Metrics,
+    dead_letters: DeadLetterSink | None,
+    clock: Callable[[], float] = time.time,
+    source_client: DynamoDBClient | None = None,
+    pipelines: Mapping[str, Pipeline] | None = None,
+) -> dict[str, BatchProcessor]:
+    """One ``build_processor`` per target of ``cfg.targets``, by target id; each reads ``cfg.for_target``."""
+    return {
+        target.target_id: build_processor(
+            cfg.for_target(target),
+            target_client=target_clients[target.target_id],
+            metrics=metrics,
+            dead_letters=dead_letters,
+            clock=clock,
+            source_client=source_client,
+            pipeline=None if pipelines is None else pipelines[target.target_id],
+        )
+        for target in cfg.targets
+    }
+
+
+def compile_pipelines(cfg: Config) -> dict[str, Pipeline]:
+    """Every target's filters and transforms, compiled (at the edge: a typo fails before any client opens)."""
+    return {target.target_id: Pipeline.from_config(cfg.for_target(target)) for target in cfg.targets}
 
 
 def needs_source_client(cfg: Config) -> bool:
