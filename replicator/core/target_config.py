@@ -106,8 +106,9 @@ def one_of_target_or_targets(data: object) -> object:
         return {**data, "targets": [data["target"]]}
     if isinstance(targets, list) and targets:
         return {**data, "target": targets[0]}
-    if not targets:
-        raise ValueError("give target (the table to write to) or targets (a list of them)")
+    if targets is not None and not targets:
+        raise ValueError("targets is empty: list at least one target table (or give target)")
+    # Neither: pydantic reports target as a required key.
     return data
 
 

@@ -58,8 +58,8 @@ def test_for_target_replaces_filters_and_transforms_with_the_targets_own() -> No
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({}, "give target (the table to write to) or targets"),
-        ({"targets": []}, "give target (the table to write to) or targets"),
+        ({}, "target\n  Field required"),
+        ({"targets": []}, "targets is empty"),
         (
             {"target": {"region": "eu-west-1", "table": "orders"}, "targets": [{"region": "x", "table": "orders"}]},
             "not both",
