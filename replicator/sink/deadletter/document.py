@@ -124,7 +124,6 @@ class DeadLetterContext:
             "recordAgeSeconds": round(max(0.0, now - created_s), 3),
         }
 
-
     def _target(self) -> dict[str, str | None]:
         target = {"region": self.target_region, "table": self.target_table}
         return target if self.target_id is None else {"id": self.target_id, **target}
