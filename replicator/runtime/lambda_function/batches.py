@@ -16,6 +16,10 @@
   the greatest time of the records before it in the event, else the least after it, else the invocation's
   clock: never 0, which would make a later change of a key lose to an earlier one of the same batch. A tie
   with the record before goes to the sequence number, so source order holds.
+- Several targets (``targets:``): each target's processor takes the whole event, key by key as above,
+  all targets concurrently and within the one budget. The record reported is the earliest any target
+  failed (with that target's reason): Lambda delivers it and every later record again to every target,
+  and a target that already has them finds their versions there (``superseded``).
 - The budget: keys still being retried when it runs out are cancelled and reported failed, so the
   function answers instead of timing out (handler.py sets the budget from the invocation's deadline).
   Writes held because the whole target refuses them (target scope, ``pipeline/target_health.py``) end
