@@ -90,6 +90,7 @@ def test_a_record_one_target_fails_is_retried_while_the_other_has_it(
     summary = _summary(capsys.readouterr().out)
     assert summary["retry_for_target"] == "two"
     assert summary["error"] == "PoisonRecordError"
+    assert summary["target_table"] == f"{one},{two}"
     assert summary["targets"]["one"] == {"replicated": 3, "collapsed": 2}
 
     # Fixed: Lambda delivers record 2 and the rest again; one already has them (superseded), two catches up.

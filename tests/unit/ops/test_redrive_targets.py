@@ -189,3 +189,13 @@ def test_cli_exits_1_for_letters_left_and_2_for_an_unknown_target(
     bad = CliRunner().invoke(main, [*args, "--target", "nope"])
     assert bad.exit_code == 2, bad.output
     assert "nope" in bad.stderr
+
+
+async def test_a_dry_run_routes_like_a_real_one_and_writes_nothing(tmp_path: Path) -> None:
+    """Dry run: the letter for eu runs its pipeline; the unknown and the unnamed ones are counted as left."""
+    path = _file(tmp_path, _doc("k", 1, "eu"), _doc("x", 2, "us"), _doc("old", 3, None))
+    report = await redrive(Config.model_validate(CONFIG), source=str(path), dry_run=True)
+    assert report.outcomes == {"would_write": 1}
+    assert report.unknown_targets == {"us": 1}
+    assert report.without_target == 1
+    assert report.failed_path is None
