@@ -42,6 +42,13 @@ from replicator.cli.common import config_option, load_or_exit
     default=None,
     help="JSON file for segment progress (default: the DynamoDB checkpoint table, or beside SQLite ones).",
 )
+@click.option(
+    "--target",
+    "target_name",
+    default=None,
+    metavar="NAME",
+    help="With targets: copy into this target only (default: into each target in turn).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def command(
     *,
@@ -51,24 +58,30 @@ def command(
     safety_margin_s: float,
     restart: bool,
     progress_file: Path | None,
+    target_name: str | None,
     no_progress: bool,
 ) -> None:
     """Scan the source table and write every item through the pipeline (resumable; run while streaming)."""
-    from replicator.ops.backfill import BackfillSettings, run_backfill  # noqa: PLC0415 - keep CLI start-up light
+    from replicator.ops.backfill import BackfillSettings, run_backfill_targets  # noqa: PLC0415 - keep CLI start-up light
 
     cfg = load_or_exit(config_path)
     settings = BackfillSettings(
         segments=segments, rate_per_s=rate_per_s, safety_margin_s=safety_margin_s, restart=restart
     )
-    summary = asyncio.run(
-        run_backfill(
+    summaries = asyncio.run(
+        run_backfill_targets(
             cfg,
             settings,
+            target_name=target_name,
             progress_path=progress_file,
             show_progress=not no_progress and sys.stderr.isatty(),
         )
     )
-    for line in summary.lines():
-        click.echo(line)
-    if summary.dead_lettered:
-        click.echo(f"warning: {summary.dead_lettered} items went to the dead-letter destination", err=True)
+    for target_id, summary in summaries.items():
+        if cfg.fan_out:
+            click.echo(f"target {target_id}:")
+        for line in summary.lines():
+            click.echo(f"  {line}" if cfg.fan_out else line)
+        if summary.dead_lettered:
+            where = f" (target {target_id})" if cfg.fan_out else ""
+            click.echo(f"warning: {summary.dead_lettered} items went to the dead-letter destination{where}", err=True)

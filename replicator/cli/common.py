@@ -67,10 +67,18 @@ def load_or_exit(config_path: Path | None) -> Config:
     naming its index and path, whatever the command: the ConfigError reaches ``cli.errors`` (exit 2).
     """
     from replicator.core.config import load_config  # noqa: PLC0415 - keep CLI start-up light
+    from replicator.core.errors import ConfigError  # noqa: PLC0415 - same
     from replicator.pipeline.stages import Pipeline  # noqa: PLC0415 - same
 
     cfg = load_config(config_path)
-    Pipeline.from_config(cfg)
+    # Each target's own, with targets: (one target: the top-level filters and transforms).
+    for index, target in enumerate(cfg.targets):
+        try:
+            Pipeline.from_config(cfg.for_target(target))
+        except ConfigError as exc:
+            if target.filters is None and target.transforms is None:
+                raise  # the top-level ones: the message names them already
+            raise ConfigError(f"targets[{index}] ({target.target_id}): {exc}") from exc
     _configure_logs(cfg)
     return cfg
 

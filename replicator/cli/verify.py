@@ -12,6 +12,7 @@ import click
 
 from replicator.cli.common import config_option, load_or_exit
 from replicator.core.codec import json_default
+from replicator.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -49,12 +50,13 @@ class _RichProgress:
             self._progress.update(task, total=completed)
 
 
-def _print_report(report: VerifyReport, *, repair: bool, max_keys: int) -> None:
+def _print_report(report: VerifyReport, *, repair: bool, max_keys: int, target_id: str | None = None) -> None:
+    """Print one comparison; ``target_id`` (several targets): its title, and the first column of each key line."""
     from rich.console import Console  # noqa: PLC0415 - keep CLI start-up light
     from rich.table import Table  # noqa: PLC0415
 
     out = Console(stderr=True)
-    table = Table(title="verify", show_header=False)
+    table = Table(title="verify" if target_id is None else f"verify: target {target_id}", show_header=False)
     rows = [
         ("source items (live)", report.source_items),
         ("source tombstones", report.source_tombstones),
@@ -77,8 +79,9 @@ def _print_report(report: VerifyReport, *, repair: bool, max_keys: int) -> None:
     table.add_row("seconds", f"{report.duration_s:.1f}")
     out.print(table)
     # Keys only (never other attribute values), one difference per line on stdout, for scripts.
+    prefix = "" if target_id is None else f"{target_id}\t"
     for diff in report.differences[:max_keys]:
-        click.echo(f"{diff.kind}\t{json.dumps(diff.keys, sort_keys=True, default=json_default)}")
+        click.echo(f"{prefix}{diff.kind}\t{json.dumps(diff.keys, sort_keys=True, default=json_default)}")
     if len(report.differences) > max_keys:
         click.echo(f"... and {len(report.differences) - max_keys} more differing keys", err=True)
 
@@ -100,9 +103,17 @@ def _print_report(report: VerifyReport, *, repair: bool, max_keys: int) -> None:
     help="Leave this attribute out of the comparison (repeatable); markers are always left out.",
 )
 @click.option("--max-keys", type=int, default=1000, show_default=True, help="Print at most this many differing keys.")
+@click.option(
+    "--target",
+    "target_name",
+    default=None,
+    metavar="NAME",
+    help="With targets: compare the source with this target only (default: with each, one report each).",
+)
 def command(
     config_path: Path | None,
     *,
+    target_name: str | None,
     repair: bool,
     segments: int,
     ignore_attributes: tuple[str, ...],
@@ -120,29 +131,44 @@ def command(
     the same last-writer-wins writer as replication (items missing from the source get a versioned
     delete); the exit status is then 0 only if every difference was repaired. Run it while both sides
     are quiet: a write in flight shows up as a difference.
+
+    With targets (several), the source is compared with each target in turn (or the one --target names),
+    one report each; each key line starts with the target's name; exit 1 when any target differs.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from replicator.ops.verify import verify  # noqa: PLC0415
 
     cfg = load_or_exit(config_path)
+    ids = [t.target_id for t in cfg.targets]
+    if target_name is not None and target_name not in ids:
+        raise ConfigError(f"--target {target_name!r}: the configuration has no such target; its targets: {ids}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True, console=_stderr_console()) as progress:
-        report = asyncio.run(
-            verify(
-                cfg,
-                segments=segments,
-                repair=repair,
-                ignore_attributes=frozenset(ignore_attributes),
-                progress=_RichProgress(progress),
+    diverged = False
+    for target in cfg.targets:
+        if target_name is not None and target.target_id != target_name:
+            continue
+        with Progress(*columns, transient=True, console=_stderr_console()) as progress:
+            report = asyncio.run(
+                verify(
+                    cfg.for_target(target),
+                    segments=segments,
+                    repair=repair,
+                    ignore_attributes=frozenset(ignore_attributes),
+                    progress=_RichProgress(progress),
+                )
             )
-        )
-    _print_report(report, repair=repair, max_keys=max_keys)
-    remaining = report.unrepaired if repair else len(report.differences)
-    if remaining:
-        click.echo(f"diverged: {remaining} differing keys", err=True)
+        named = target.target_id if cfg.fan_out else None
+        _print_report(report, repair=repair, max_keys=max_keys, target_id=named)
+        remaining = report.unrepaired if repair else len(report.differences)
+        where = "" if named is None else f"target {named}: "
+        if remaining:
+            click.echo(f"{where}diverged: {remaining} differing keys", err=True)
+            diverged = True
+        else:
+            click.echo(f"{where}ok: tables match", err=True)
+    if diverged:
         sys.exit(EXIT_DIVERGED)
-    click.echo("ok: tables match", err=True)
 
 
 def _stderr_console() -> Any:  # noqa: ANN401 - rich Console

@@ -11,6 +11,13 @@ so a dead letter older than what the target holds ends ``superseded`` and change
   only after their record reached an outcome; one that fails again is left in the queue and reappears
   after its visibility timeout.
 
+Targets: every letter names the target it was going to (``target.id``). Each is replayed to that target
+only, through that target's processor (its own filters and transforms). A letter naming a target the
+configuration does not have is reported and left (in the new file, or in the queue); so is a letter
+without a target id (written before letters named one) when the configuration has several targets,
+unless ``--target NAME`` (``target_name``) says where such letters go. With one target, letters without
+an id go to it.
+
 ``maximum_record_age_seconds`` does not apply (a dead letter is old by nature), and an unlimited
 ``maximum_retry_attempts`` becomes ``REDRIVE_RETRY_ATTEMPTS``, so a run against a target that is down
 ends with the records counted as failed again instead of waiting forever.
@@ -19,25 +26,24 @@ ends with the records counted as failed again instead of waiting forever.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from replicator.core.errors import ConfigError
 from replicator.observe.metrics import Metrics
 from replicator.ops.progress import open_progress_bar
+from replicator.ops.redrive_report import RedriveReport, report_json
 from replicator.ops.redrive_sqs import SqsRedrive
 from replicator.pipeline.stages import Pipeline
 from replicator.sink import deadletter
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
 
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -50,80 +56,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["REDRIVE_RETRY_ATTEMPTS", "RedriveReport", "Redriver", "failed_file_for", "redrive", "report_json"]
+
 REDRIVE_RETRY_ATTEMPTS = 10
-SHOWN_LINES = 10
-
-
-@dataclasses.dataclass(slots=True)
-class RedriveReport:
-    """What a redrive did."""
-
-    source: str
-    dry_run: bool
-    read: int = 0
-    outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    failed_again: int = 0
-    failure_types: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    unreadable: int = 0
-    unreadable_lines: list[int] = dataclasses.field(default_factory=list)
-    """JSONL line numbers that hold no dead letter (a torn or garbled line)."""
-    failed_path: Path | None = None
-    deleted_messages: int = 0
-    left_in_queue: int = 0
-    duplicates_deleted: int = 0
-    """SQS messages of letters already replayed in this run (a letter sent twice), deleted."""
-    not_deleted: int = 0
-    """Replayed letters whose SQS messages SQS did not all delete: they reappear (and replay harmlessly)."""
-    not_deleted_codes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    not_released: int = 0
-    """Messages a dry run could not make visible again: they reappear after the visibility timeout."""
-    not_released_codes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-
-    @property
-    def ok(self) -> bool:
-        """True when every dead letter reached an outcome other than failing again, and is gone from SQS."""
-        return (
-            self.failed_again == 0
-            and self.unreadable == 0
-            and self.left_in_queue == 0
-            and self.not_deleted == 0
-            and self.not_released == 0
-        )
-
-    def lines(self) -> list[str]:
-        """Describe the run, for people."""
-        mode = " (dry run: nothing written or deleted)" if self.dry_run else ""
-        out = [f"redrive of {self.source}{mode}: {self.read} dead letters read"]
-        out.extend(f"  {outcome}: {count}" for outcome, count in sorted(self.outcomes.items()))
-        if self.failed_again:
-            kinds = ", ".join(f"{k} x{v}" for k, v in sorted(self.failure_types.items()))
-            out.append(f"  failed again: {self.failed_again} ({kinds})")
-        if self.unreadable:
-            where = ""
-            if self.unreadable_lines:
-                shown = ", ".join(str(n) for n in self.unreadable_lines[:SHOWN_LINES])
-                more = ", ..." if len(self.unreadable_lines) > SHOWN_LINES else ""
-                where = f" (lines {shown}{more}: torn by a crash mid-append, or garbled)"
-            out.append(f"  unreadable: {self.unreadable}{where}")
-        if self.failed_path is not None:
-            out.append(f"  dead letters that failed again were written to {self.failed_path}")
-        if self.deleted_messages:
-            out.append(f"  SQS messages deleted: {self.deleted_messages}")
-        if self.duplicates_deleted:
-            out.append(f"  duplicate messages deleted (a letter sent twice): {self.duplicates_deleted}")
-        if self.left_in_queue:
-            out.append(f"  left in the queue (reappear after the visibility timeout): {self.left_in_queue}")
-        if self.not_deleted:
-            codes = ", ".join(f"{k} x{v}" for k, v in sorted(self.not_deleted_codes.items()))
-            out.append(
-                f"  replayed but not deleted from the queue (reappear, replay again): {self.not_deleted} ({codes})"
-            )
-        if self.not_released:
-            codes = ", ".join(f"{k} x{v}" for k, v in sorted(self.not_released_codes.items()))
-            out.append(
-                f"  not made visible again (reappear after the visibility timeout): {self.not_released} ({codes})"
-            )
-        return out
 
 
 class _Collector:
@@ -154,63 +89,104 @@ def _sort_key(doc: dict[str, Any]) -> tuple[str, int]:
 
 
 class Redriver:
-    """Replays dead-letter documents; one instance per run."""
+    """Replays dead-letter documents, each to the target it names; one instance per run."""
 
     def __init__(
         self,
         cfg: Config,
         *,
-        processor: BatchProcessor | None,
-        collector: _Collector,
+        processors: Mapping[str, BatchProcessor] | None,
+        collectors: Mapping[str, _Collector],
         report: RedriveReport,
         on_progress: Callable[[int], None] | None = None,
+        target_name: str | None = None,
     ) -> None:
-        """Wire the parts; ``processor`` None means a dry run; ``on_progress(n)``: n more dead letters done."""
+        """Wire the parts; ``processors`` (by target id) None means a dry run; ``on_progress(n)``: n more done.
+
+        ``target_name``: where letters naming no target go (``--target``); needed only with several targets.
+        """
         self.cfg = cfg
-        self.processor = processor
-        self.collector = collector
+        self.processors = processors
+        self.collectors = collectors
         self.report = report
-        self.pipeline = Pipeline.from_config(cfg)
+        self.pipelines = {t.target_id: Pipeline.from_config(cfg.for_target(t)) for t in cfg.targets}
         self.on_progress = on_progress or _no_progress
+        self.target_name = target_name
+
+    def route(self, doc: dict[str, Any]) -> str | None:
+        """The target id ``doc`` is replayed to; None (counted in the report) when it must be left."""
+        named = deadletter.letter_target_id(doc)
+        if named is None:
+            if self.target_name is not None:
+                return self.target_name
+            if not self.cfg.fan_out:
+                return self.cfg.target.target_id
+            self.report.without_target += 1
+            log.error("dead_letter_names_no_target", id=doc.get("id"), action="pass --target NAME")
+            return None
+        if named in self.pipelines:
+            return named
+        self.report.unknown_targets[named] += 1
+        log.error("dead_letter_target_unknown", id=doc.get("id"), target=named, targets=list(self.pipelines))
+        return None
 
     async def replay(self, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Replay documents (per shard, in sequence order); return the ones that failed again."""
-        records: list[tuple[dict[str, Any], ChangeRecord]] = []
+        """Replay documents (per target, per shard, in sequence order); return the ones not done.
+
+        Not done: failed again, unreadable, or left because of the target they name (or lack).
+        """
+        by_target: dict[str, list[tuple[dict[str, Any], ChangeRecord]]] = {}
         failed: list[dict[str, Any]] = []
         for doc in sorted(docs, key=_sort_key):
             try:
-                records.append((doc, deadletter.record_from_document(doc)))
+                record = deadletter.record_from_document(doc)
             except deadletter.DeadLetterError as exc:
                 self.report.unreadable += 1
                 log.error("dead_letter_unreadable", id=doc.get("id"), error=str(exc))  # noqa: TRY400 - no traceback wanted
                 failed.append(doc)
+                continue
+            target_id = self.route(doc)
+            if target_id is None:
+                failed.append(doc)
+                continue
+            by_target.setdefault(target_id, []).append((doc, record))
         self.report.read += len(docs)
         self.on_progress(len(failed))
-        if self.processor is None:
-            self._dry_run([r for _, r in records])
-            self.on_progress(len(records))
-            return failed
+        for target_id, records in by_target.items():
+            if self.processors is None:
+                self._dry_run(self.pipelines[target_id], [r for _, r in records])
+                self.on_progress(len(records))
+                continue
+            failed.extend(await self._replay_to(target_id, records))
+        return failed
+
+    async def _replay_to(
+        self, target_id: str, records: Sequence[tuple[dict[str, Any], ChangeRecord]]
+    ) -> list[dict[str, Any]]:
+        assert self.processors is not None  # noqa: S101 - replay() calls this only outside a dry run
+        processor, collector = self.processors[target_id], self.collectors[target_id]
+        failed: list[dict[str, Any]] = []
         size = self.cfg.failure.batch_size
         by_key = {(r.shard_id, r.sequence_number): d for d, r in records}
         for start in range(0, len(records), size):
             batch = [r for _, r in records[start : start + size]]
-            result = await self.processor.process(batch)
+            result = await processor.process(batch)
             self.report.outcomes.update({k: v for k, v in result.outcomes.items() if k != "dead_lettered"})
             self.on_progress(len(batch))
-        for key, (error, attempts) in self.collector.failures.items():
+        for key, (error, attempts) in collector.failures.items():
             original = by_key.get(key)
             if original is None:
                 continue
             self.report.failed_again += 1
             self.report.failure_types[type(error).__name__] += 1
             failed.append(_failed_again(original, error, attempts))
-        self.collector.failures.clear()
+        collector.failures.clear()
         return failed
 
-    def _dry_run(self, records: Sequence[ChangeRecord]) -> None:
+    def _dry_run(self, pipeline: Pipeline, records: Sequence[ChangeRecord]) -> None:
         for record in records:
             try:
-                decision = self.pipeline.run(record)
+                decision = pipeline.run(record)
             except Exception as exc:  # noqa: BLE001 - a dry run reports every failure, whatever it is
                 self.report.failed_again += 1
                 self.report.failure_types[type(exc).__name__] += 1
@@ -261,37 +237,54 @@ async def redrive(
     clock: Callable[[], float] = time.time,
     show_progress: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    targets: Mapping[str, TargetClient] | None = None,
+    target_name: str | None = None,
 ) -> RedriveReport:
     """Replay the dead letters in ``source`` (default: ``failure.on_failure.destination``).
 
-    ``target``, ``source_client`` and ``sqs`` may be ready clients (tests); otherwise they are opened here
-    (the source's only when the config tombstones deletes in the source). ``show_progress``: a progress
-    bar on the terminal; ``on_progress(n)`` is told of every n more dead letters done.
-    Raises DeadLetterError when there is no source.
+    ``target`` (the first target's), ``targets`` (by target id), ``source_client`` and ``sqs`` may be ready
+    clients (tests); otherwise they are opened here (the source's only when the config tombstones deletes
+    in the source). ``target_name``: the target letters naming none are replayed to (``--target``).
+    ``show_progress``: a progress bar on the terminal; ``on_progress(n)`` is told of every n more dead
+    letters done. Raises DeadLetterError when there is no source, ConfigError for an unknown ``target_name``.
     """
     src = source or cfg.failure.on_failure.destination
     if not src:
         raise deadletter.DeadLetterError("no dead-letter source: pass --source or set failure.on_failure.destination")
+    ids = [t.target_id for t in cfg.targets]
+    if target_name is not None and target_name not in ids:
+        raise ConfigError(f"--target {target_name!r}: the configuration has no such target; its targets: {ids}")
     rcfg = redrive_config(cfg)
     metrics = metrics or Metrics()
     report = RedriveReport(source=src, dry_run=dry_run)
-    collector = _Collector()
+    collectors = {target_id: _Collector() for target_id in ids}
     async with contextlib.AsyncExitStack() as stack:
-        processor = None
+        processors = None
         if not dry_run:
             from replicator.runtime import wiring  # noqa: PLC0415 - service imports much; CLI start-up
 
-            if target is None:
-                from replicator.aws.clients import open_target_client  # noqa: PLC0415 - only when not injected
+            clients = dict(targets or {})
+            if target is not None:
+                clients.setdefault(rcfg.target.target_id, target)
+            for each in rcfg.targets:
+                if each.target_id not in clients:
+                    from replicator.aws.clients import open_target_client  # noqa: PLC0415 - only when not injected
 
-                target = await open_target_client(stack, rcfg)
+                    clients[each.target_id] = await open_target_client(stack, rcfg.for_target(each))
             if source_client is None and wiring.needs_source_client(rcfg):
                 # Active-active: a replayed delete is tombstoned in the source too, as ``run`` does.
                 source_client = await wiring.open_source_client(stack, rcfg)
-            processor = wiring.build_processor(
-                rcfg, target_client=target, metrics=metrics, dead_letters=collector, source_client=source_client
-            )
-        redriver = Redriver(rcfg, processor=processor, collector=collector, report=report)
+            processors = {
+                each.target_id: wiring.build_processor(
+                    rcfg.for_target(each),
+                    target_client=clients[each.target_id],
+                    metrics=metrics,
+                    dead_letters=collectors[each.target_id],
+                    source_client=source_client,
+                )
+                for each in rcfg.targets
+            }
+        redriver = Redriver(rcfg, processors=processors, collectors=collectors, report=report, target_name=target_name)
 
         def progress(total: int | None) -> None:
             # Called once the total is known (or guessed): the bar needs it when it opens.
@@ -335,26 +328,3 @@ async def _redrive_jsonl(
         for doc in failed:
             await sink.send_document(doc)
         report.failed_path = out
-
-
-def report_json(report: RedriveReport) -> str:
-    """Render the report as one JSON object (for scripts)."""
-    return json.dumps(
-        {
-            "source": report.source,
-            "dry_run": report.dry_run,
-            "read": report.read,
-            "outcomes": dict(report.outcomes),
-            "failed_again": report.failed_again,
-            "unreadable": report.unreadable,
-            "failed_path": None if report.failed_path is None else str(report.failed_path),
-            "deleted_messages": report.deleted_messages,
-            "left_in_queue": report.left_in_queue,
-            "unreadable_lines": report.unreadable_lines,
-            "duplicates_deleted": report.duplicates_deleted,
-            "not_deleted": report.not_deleted,
-            "not_deleted_codes": dict(report.not_deleted_codes),
-            "not_released": report.not_released,
-            "not_released_codes": dict(report.not_released_codes),
-        }
-    )

@@ -24,7 +24,7 @@ from replicator.observe.metrics import Metrics
 from replicator.pipeline.processor import BatchProcessor
 from replicator.pipeline.stages import Pipeline
 from replicator.pipeline.target_health import TargetHealth
-from replicator.sink.deadletter import DeadLetterSink
+from replicator.sink.deadletter import DeadLetterSink, for_target
 from replicator.sink.ratelimit import WriteGate
 from replicator.sink.writer import ConditionalWriter
 
@@ -90,7 +90,8 @@ def build_processor(
             max_writes_per_s=cfg.target.max_writes_per_s,
             metrics=metrics,
         ),
-        dead_letters=dead_letters,
+        # The destination is shared by every target; its letters name this processor's target.
+        dead_letters=for_target(dead_letters, cfg.target),
         maximum_record_age_s=cfg.failure.maximum_record_age_seconds,
         bisect_on_error=cfg.failure.bisect_batch_on_function_error,
         clock=clock,

@@ -4,7 +4,8 @@
   conditional writer as synthetic INSERT records, versioned so a stale copy never beats a streamed change;
 - ``progress.py``: where segment progress is saved between runs (a JSON file, or the checkpoint table);
 - ``ratelimit.py``: the token bucket behind ``--rate``;
-- ``run.py``: ``run_backfill``, the wiring from a configuration (clients, stores, processor, progress bar).
+- ``run.py``: ``run_backfill``, the wiring from a configuration (clients, stores, processor, progress bar);
+  ``run_backfill_targets``, the same for each target of ``targets:``.
 """
 
 from replicator.ops.backfill.progress import (
@@ -16,7 +17,7 @@ from replicator.ops.backfill.progress import (
     default_progress_path,
 )
 from replicator.ops.backfill.ratelimit import TokenBucket
-from replicator.ops.backfill.run import run_backfill, table_key_names
+from replicator.ops.backfill.run import run_backfill, run_backfill_targets, table_key_names
 from replicator.ops.backfill.scan import (
     DEFAULT_SAFETY_MARGIN_S,
     MAX_PAGE_ITEMS,
@@ -39,5 +40,6 @@ __all__ = [
     "TokenBucket",
     "default_progress_path",
     "run_backfill",
+    "run_backfill_targets",
     "table_key_names",
 ]

@@ -1,11 +1,20 @@
-"""Backfill wiring: clients, progress store, processor and progress bar from the configuration."""
+"""Backfill wiring: clients, progress store, processor and progress bar from the configuration.
+
+With ``targets:`` (``run_backfill_targets``) the source is copied into each target in turn (or into the
+one ``--target`` names), each exactly as a single-target backfill of ``Config.for_target`` (its own
+filters, transforms and dead letters) with its own saved progress (``<table>@<target id>``): a target
+whose copy failed resumes on its own. Each target costs one scan of the source.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from typing import TYPE_CHECKING
 
+import structlog
+
 from replicator.aws.clients import open_clients
+from replicator.core.errors import ConfigError
 from replicator.observe.metrics import Metrics
 from replicator.ops.backfill.progress import (
     BackfillError,
@@ -25,6 +34,8 @@ if TYPE_CHECKING:
     from replicator.core.config import Config
     from replicator.sink.deadletter import DeadLetterSink
 
+log = structlog.get_logger(__name__)
+
 
 async def table_key_names(client: DynamoDBClient, table: str) -> tuple[tuple[str, ...], int]:
     """Return the table's key attribute names (hash first) and its approximate item count."""
@@ -41,10 +52,12 @@ async def run_backfill(
     dead_letters: DeadLetterSink | None = None,
     progress_path: Path | None = None,
     show_progress: bool = False,
+    progress_key: str | None = None,
 ) -> BackfillSummary:
     """Open the clients, the progress store and the processor from ``cfg`` and run the backfill.
 
     ``dead_letters`` None: the configured ``failure.on_failure.destination`` (if any) is opened.
+    Copies into ``cfg.target`` only: with several targets, see ``run_backfill_targets``.
     """
     from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore  # noqa: PLC0415 - avoid import cycle
     from replicator.runtime.wiring import build_processor  # noqa: PLC0415 - same
@@ -90,5 +103,37 @@ async def run_backfill(
             metrics=metrics,
             tombstone_attribute=cfg.replication.tombstone_attribute,
             on_page=on_page,
+            progress_key=progress_key,
         )
         return await backfill.run()
+
+
+async def run_backfill_targets(
+    cfg: Config,
+    settings: BackfillSettings,
+    *,
+    target_name: str | None = None,
+    progress_path: Path | None = None,
+    show_progress: bool = False,
+) -> dict[str, BackfillSummary]:
+    """Copy the source into every target of ``cfg`` in turn (or the one ``target_name`` names), by target id.
+
+    Raises ConfigError for a ``target_name`` the configuration does not have.
+    """
+    ids = [t.target_id for t in cfg.targets]
+    if target_name is not None and target_name not in ids:
+        raise ConfigError(f"--target {target_name!r}: the configuration has no such target; its targets: {ids}")
+    summaries: dict[str, BackfillSummary] = {}
+    for target in cfg.targets:
+        if target_name is not None and target.target_id != target_name:
+            continue
+        log.info("backfill_target", target=target.target_id, table=target.table)
+        summaries[target.target_id] = await run_backfill(
+            cfg.for_target(target),
+            settings,
+            progress_path=progress_path,
+            show_progress=show_progress,
+            # One target alone keeps the key it always had; with several, each has its own.
+            progress_key=None if not cfg.fan_out else f"{cfg.source.table}@{target.target_id}",
+        )
+    return summaries

@@ -125,10 +125,13 @@ class Backfill:
         tombstone_attribute: str,
         on_page: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.time,
+        progress_key: str | None = None,
     ) -> None:
-        """Wire the parts; no I/O."""
+        """Wire the parts; no I/O. ``progress_key``: what progress is saved under (default: ``table``)."""
         self._client = source_client
         self.table = table
+        # With several targets each has its own progress: a page done for one is not done for another.
+        self.progress_key = progress_key or table
         self.key_names = key_names
         self.processor = processor
         self.progress_store = progress_store
@@ -146,8 +149,8 @@ class Backfill:
         start = time.monotonic()
         segs = self.settings.segments
         if self.settings.restart:
-            await self.progress_store.clear(self.table)
-        saved = await self.progress_store.load(self.table, segs)
+            await self.progress_store.clear(self.progress_key)
+        saved = await self.progress_store.load(self.progress_key, segs)
         todo = []
         for i in range(segs):
             progress = saved.get(i, SegmentProgress(i))
@@ -239,7 +242,7 @@ class Backfill:
             # Saved only after the page's items reached their outcomes: a crash re-reads the page.
             await retrying(
                 "SaveBackfillProgress",
-                lambda: self.progress_store.save(self.table, segs, progress),
+                lambda: self.progress_store.save(self.progress_key, segs, progress),
                 policy=self._retry,
                 metrics=self.metrics,
             )

@@ -16,6 +16,10 @@
   the greatest time of the records before it in the event, else the least after it, else the invocation's
   clock: never 0, which would make a later change of a key lose to an earlier one of the same batch. A tie
   with the record before goes to the sequence number, so source order holds.
+- Several targets (``targets:``): each target's processor takes the whole event, key by key as above,
+  all targets concurrently and within the one budget. The record reported is the earliest any target
+  failed (with that target's reason): Lambda delivers it and every later record again to every target,
+  and a target that already has them finds their versions there (``superseded``).
 - The budget: keys still being retried when it runs out are cancelled and reported failed, so the
   function answers instead of timing out (handler.py sets the budget from the invocation's deadline).
   Writes held because the whole target refuses them (target scope, ``pipeline/target_health.py``) end
@@ -31,6 +35,7 @@ import asyncio
 import collections
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -63,6 +68,12 @@ class EventOutcome:
     failed_sequence_number: str | None = None
     error: str | None = None
     """Type name of the error that failed that record (never its message: it may quote contents)."""
+    failed_target: str | None = None
+    """Fan-out: the target whose failure is the one reported (None with one target)."""
+    by_target: dict[str, collections.Counter[str]] = dataclasses.field(default_factory=dict)
+    """Fan-out: each target's outcomes (``outcomes`` sums them); empty with one target."""
+    target_failures: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Fan-out: each failing target's first failed index."""
 
     @property
     def records_to_retry(self) -> int:
@@ -78,9 +89,14 @@ class _KeyResult:
 
 
 async def process_event(
-    processor: BatchProcessor, raw_records: Sequence[dict[str, Any]], *, budget_s: float
+    processor: BatchProcessor | Mapping[str, BatchProcessor], raw_records: Sequence[dict[str, Any]], *, budget_s: float
 ) -> EventOutcome:
-    """Run the records of one event through ``processor``; find the first record that must be retried."""
+    """Run the records of one event through ``processor``; find the first record that must be retried.
+
+    ``processor``: one target's, or every target's by target id (fan-out): each target processes the whole
+    event concurrently within the one budget, and the first record to retry is the earliest that any
+    target failed (see the module docstring).
+    """
     outcome = EventOutcome(records=len(raw_records))
     records: list[ChangeRecord] = []
     failures: list[tuple[int, str]] = []
@@ -100,42 +116,88 @@ async def process_event(
         records.append(record)
         by_key.setdefault(key, []).append(index)
 
-    tasks = {asyncio.create_task(_process_key(processor, records, indexes)): indexes for indexes in by_key.values()}
-    if tasks:
-        _, pending = await asyncio.wait(set(tasks), timeout=budget_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if pending:
-            log.warning("lambda_deadline_reached", keys_unfinished=len(pending), budget_s=round(budget_s, 3))
-        # Keys held by an unavailable target (target scope) are still waiting when the budget ends: the
-        # batch fails from its first unprocessed record under the target's error code, and the mapping
-        # (unlimited retries, bounded by record age) delivers it again; nothing is dead-lettered for it.
-        unfinished = processor.target.unavailable_code or "DeadlineExceeded"
-        for task, indexes in tasks.items():
-            if task in pending:
-                failures.append((indexes[0], unfinished))
-                continue
-            result = task.result()
-            outcome.outcomes.update(result.outcomes)
-            if result.failed_index is not None:
-                failures.append((result.failed_index, type(result.error).__name__))
+    failed_target: dict[tuple[int, str], str] = {}
+    # One deadline for every target: they share the invocation's budget.
+    deadline_s = asyncio.get_running_loop().time() + budget_s
+    if isinstance(processor, Mapping):
+        runs = await asyncio.gather(
+            *(_run_target(p, records, by_key, budget_s, deadline_s, target_id=t) for t, p in processor.items())
+        )
+        for target_id, (target_failures, counts) in zip(processor, runs, strict=True):
+            outcome.outcomes.update(counts)
+            outcome.by_target[target_id] = counts
+            if target_failures:
+                first = min(target_failures)
+                outcome.target_failures[target_id] = first[0]
+                failed_target.setdefault(first, target_id)
+            failures.extend(target_failures)
+    else:
+        target_failures, counts = await _run_target(processor, records, by_key, budget_s, deadline_s, target_id=None)
+        outcome.outcomes.update(counts)
+        failures.extend(target_failures)
 
     if failures:
         index, error = min(failures)
         outcome.failed_index = index
         outcome.error = error
+        outcome.failed_target = failed_target.get((index, error))
         ddb = raw_records[index].get("dynamodb") if isinstance(raw_records[index], dict) else None
         sequence_number = ddb.get("SequenceNumber") if isinstance(ddb, dict) else None
         outcome.failed_sequence_number = str(sequence_number) if sequence_number else None
+        fields = {} if outcome.failed_target is None else {"target": outcome.failed_target}
         log.warning(
             "lambda_batch_partially_failed",
             first_failed_index=index,
             sequence_number=outcome.failed_sequence_number,
             error=error,
             records_to_retry=outcome.records_to_retry,
+            **fields,
         )
     return outcome
+
+
+async def _run_target(
+    processor: BatchProcessor,
+    records: Sequence[ChangeRecord],
+    by_key: Mapping[tuple[tuple[str, str, str], ...], list[int]],
+    budget_s: float,
+    deadline_s: float,
+    *,
+    target_id: str | None,
+) -> tuple[list[tuple[int, str]], collections.Counter[str]]:
+    """One target's processing of the event, key by key, until ``deadline_s`` (loop time; ``budget_s`` from start).
+
+    Returns the (index, error) of each failed key and the outcomes. ``target_id``: set with fan-out, and
+    then bound to every log line of this target's keys.
+    """
+    failures: list[tuple[int, str]] = []
+    counts: collections.Counter[str] = collections.Counter()
+    bound = {} if target_id is None else {"target": target_id}
+    with structlog.contextvars.bound_contextvars(**bound):
+        # Tasks copy the context as it is now: their log lines carry this target's id.
+        tasks = {asyncio.create_task(_process_key(processor, records, indexes)): indexes for indexes in by_key.values()}
+        if not tasks:
+            return failures, counts
+        remaining_s = max(0.0, deadline_s - asyncio.get_running_loop().time())
+        _, pending = await asyncio.wait(set(tasks), timeout=remaining_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            log.warning("lambda_deadline_reached", keys_unfinished=len(pending), budget_s=round(budget_s, 3), **bound)
+    # Keys held by an unavailable target (target scope) are still waiting when the budget ends: the
+    # batch fails from its first unprocessed record under the target's error code, and the mapping
+    # (unlimited retries, bounded by record age) delivers it again; nothing is dead-lettered for it.
+    unfinished = processor.target.unavailable_code or "DeadlineExceeded"
+    for task, indexes in tasks.items():
+        if task in pending:
+            failures.append((indexes[0], unfinished))
+            continue
+        result = task.result()
+        counts.update(result.outcomes)
+        if result.failed_index is not None:
+            failures.append((result.failed_index, type(result.error).__name__))
+    return failures, counts
 
 
 def _creation_times_us(raw_records: Sequence[dict[str, Any]], *, now_us: int) -> list[int | None]:

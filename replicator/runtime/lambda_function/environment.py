@@ -1,7 +1,8 @@
 """The execution environment: what every invocation of one Lambda instance shares, created once.
 
 Configuration comes from ``REPLICATOR_*`` environment variables only (``load_config(None)``; same keys
-as the service). It, the target client, the processor and one asyncio event loop are created on the
+as the service). It, the target clients, the processors (one per target of ``targets:``, each with its
+own filters and transforms) and one asyncio event loop are created on the
 first invocation (or at initialisation, with provisioned concurrency: ``prewarm_requested``) and reused
 by every later one in the same execution environment: aiobotocore clients are bound to the loop that
 created them, so each invocation is ``run_until_complete`` on it.
@@ -40,35 +41,45 @@ class Environment:
     stack: contextlib.AsyncExitStack
     metrics: Metrics
     processor: BatchProcessor
+    """The first target's processor (``cfg.target``): the only one without fan-out."""
+    processors: dict[str, BatchProcessor] = dataclasses.field(default_factory=dict)
+    """Every target's processor by target id, in configuration order."""
+
+    def event_processor(self) -> BatchProcessor | dict[str, BatchProcessor]:
+        """What ``process_event`` takes: the one processor, or with fan-out every target's."""
+        return self.processors if self.cfg.fan_out else self.processor
 
     @classmethod
     def create(cls) -> Environment:
-        """Load the configuration from the environment, open the target client, build the processor."""
+        """Load the configuration from the environment, open the target clients, build the processors."""
         from replicator.core.config import load_config  # noqa: PLC0415 - deferred: see the module docstring
         from replicator.observe import logs  # noqa: PLC0415
         from replicator.observe.metrics import Metrics  # noqa: PLC0415
-        from replicator.pipeline.stages import Pipeline  # noqa: PLC0415
+        from replicator.runtime.wiring import compile_pipelines  # noqa: PLC0415
 
         cfg = load_config(None)
         # Filters and transforms compile before any client opens: a bad one fails the init, naming it.
-        pipeline = Pipeline.from_config(cfg)
+        pipelines = compile_pipelines(cfg)
         logs.configure(cfg.logging.level, cfg.logging.format, log_item_contents=cfg.logging.log_item_contents)
         loop = asyncio.new_event_loop()
         stack = contextlib.AsyncExitStack()
         metrics = Metrics()
         try:
-            processor = loop.run_until_complete(_open_processor(cfg, pipeline, stack, metrics))
+            processors = loop.run_until_complete(_open_processors(cfg, pipelines, stack, metrics))
         except BaseException:
             loop.run_until_complete(stack.aclose())
             loop.close()
             raise
+        processor = processors[cfg.target.target_id]
+        fan_out = {"targets": list(processors)} if cfg.fan_out else {}
         log.info(
             "lambda_environment_ready",
             target_region=cfg.target.region,
             target_table=cfg.target.table,
             dead_letters=processor.dead_letters is not None,
+            **fan_out,
         )
-        return cls(cfg=cfg, loop=loop, stack=stack, metrics=metrics, processor=processor)
+        return cls(cfg=cfg, loop=loop, stack=stack, metrics=metrics, processor=processor, processors=processors)
 
     def close(self) -> None:
         """Close the clients and the loop (Lambda never calls this; tests and local runs do)."""
@@ -78,17 +89,17 @@ class Environment:
             self.loop.close()
 
 
-async def _open_processor(
-    cfg: Config, pipeline: Pipeline, stack: contextlib.AsyncExitStack, metrics: Metrics
-) -> BatchProcessor:
-    """Open the target client (and the source's, for source tombstones) and the dead letters in ``stack``."""
+async def _open_processors(
+    cfg: Config, pipelines: Mapping[str, Pipeline], stack: contextlib.AsyncExitStack, metrics: Metrics
+) -> dict[str, BatchProcessor]:
+    """Open each target's client (and the source's, for source tombstones) and the dead letters in ``stack``."""
     from aiobotocore.session import get_session  # noqa: PLC0415 - deferred: see the module docstring
 
     from replicator.aws.clients import client_config, open_target_client  # noqa: PLC0415
-    from replicator.runtime.wiring import build_processor  # noqa: PLC0415
+    from replicator.runtime.wiring import build_processors  # noqa: PLC0415
     from replicator.sink import deadletter  # noqa: PLC0415
 
-    client = await open_target_client(stack, cfg)
+    clients = {t.target_id: await open_target_client(stack, cfg.for_target(t)) for t in cfg.targets}
     source_client = None
     if cfg.replication.source_tombstones:
         # Deletes are tombstoned in the source too (active-active); nothing else reads the source.
@@ -101,10 +112,10 @@ async def _open_processor(
             )
         )
     dead_letters = await deadletter.from_config(cfg, stack, metrics=metrics)
-    return build_processor(
+    return build_processors(
         cfg,
-        pipeline=pipeline,
-        target_client=client,
+        pipelines=pipelines,
+        target_clients=clients,
         metrics=metrics,
         dead_letters=dead_letters,
         source_client=source_client,

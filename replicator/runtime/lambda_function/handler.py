@@ -64,13 +64,13 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
         check_view_types(raw_records, env.cfg)
         budget_s = invocation_budget_s(context)
         before = counter_totals(env.metrics)
-        outcome = env.loop.run_until_complete(process_event(env.processor, raw_records, budget_s=budget_s))
+        outcome = env.loop.run_until_complete(process_event(env.event_processor(), raw_records, budget_s=budget_s))
         after = counter_totals(env.metrics)
         line = summary_line(
             outcome,
             function_name=_function_name(context),
             request_id=request_id,
-            target_table=env.cfg.target.table,
+            target_table=",".join(t.table for t in env.cfg.targets),
             retries=after["retries"] - before["retries"],
             throttles=after["throttles"] - before["throttles"],
             latency_sum_s=after["latency_sum"] - before["latency_sum"],
@@ -78,6 +78,11 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
             duration_ms=(time.monotonic() - started) * 1000,
         )
         line["cold_start"] = cold_start
+        if outcome.by_target:
+            # Fan-out: the counts above are summed over targets; each target's are here.
+            line["targets"] = {t: dict(counts) for t, counts in outcome.by_target.items()}
+            if outcome.failed_target is not None:
+                line["retry_for_target"] = outcome.failed_target
         sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
         sys.stdout.flush()
         if outcome.failed_index is None:

@@ -11,7 +11,10 @@ Two destinations, chosen by ``failure.on_failure.destination``:
   letters); a line torn by a crash is set aside before the next append;
 - ``sqs``: an SQS queue (an ``https://`` queue URL): SendMessageBatch. A document over SQS's message
   size limit is gzip-compressed; if still too large it is split into numbered parts that ``redrive``
-  reassembles (see DESIGN.md, "Failure handling"). A FIFO queue gets a message group per item key.
+  reassembles (see DESIGN.md, "Failure handling"). A FIFO queue gets a message group per target and item key.
+
+Every letter names its target (``target.id``); with fan-out, each target's processor gets the shared
+destination through ``for_target`` (``targeted.py``).
 
 ``send`` returns only once the dead letter is stored; raising means it was not, and the processor must
 not let the checkpoint pass the record.
@@ -31,6 +34,7 @@ from replicator.sink.deadletter.document import (
     SqsAssembler,
     dumps,
     encode_sqs_bodies,
+    letter_target_id,
     record_from_document,
 )
 from replicator.sink.deadletter.jsonl import JsonlContents, JsonlDeadLetters, read_jsonl, scan_jsonl
@@ -42,6 +46,7 @@ from replicator.sink.deadletter.sqs import (
     open_sqs_client,
     sqs_region,
 )
+from replicator.sink.deadletter.targeted import TargetDeadLetters, for_target
 
 if TYPE_CHECKING:
     import contextlib
@@ -61,12 +66,15 @@ __all__ = [
     "JsonlDeadLetters",
     "SqsAssembler",
     "SqsDeadLetters",
+    "TargetDeadLetters",
     "dumps",
     "encode_sqs_bodies",
+    "for_target",
     "from_config",
     "is_fifo",
     "is_sqs_url",
     "jsonl_path",
+    "letter_target_id",
     "message_group_id",
     "open_sqs_client",
     "read_jsonl",

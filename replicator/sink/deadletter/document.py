@@ -3,8 +3,10 @@
 A dead letter is one JSON document holding the original stream record in the Lambda event shape
 (``record``; B/BS bytes base64-encoded, as on Lambda's wire), the error, and where the record came from
 and was going (shard, sequence number, stream ARN, source and target table and region, attempts,
-timestamps). ``redrive`` rebuilds the ChangeRecord from it alone, so a record can be replayed long after
-the stream's 24 h retention has passed.
+timestamps). ``target.id`` names the target of the configuration (``TargetConfig.target_id``) whose
+write failed: with fan-out (``targets:``) ``redrive`` replays the letter to that target only (letters
+written before it existed have none). ``redrive`` rebuilds the ChangeRecord from the letter alone, so a
+record can be replayed long after the stream's 24 h retention has passed.
 
 On SQS a document over the message size limit is gzip-compressed; if still too large it is split into
 numbered parts that :class:`SqsAssembler` reassembles (see DESIGN.md, "Failure handling").
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from replicator.core.config import Config
+    from replicator.core.target_config import TargetConfig
 
 FORMAT = "replicator.dead_letter/1"
 SQS_MAX_MESSAGE_BYTES = 256 * 1024
@@ -59,6 +62,7 @@ class DeadLetterContext:
         source_table: str | None = None,
         target_region: str | None = None,
         target_table: str | None = None,
+        target_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Hold the names; no I/O."""
@@ -66,6 +70,7 @@ class DeadLetterContext:
         self.source_table = source_table
         self.target_region = target_region
         self.target_table = target_table
+        self.target_id = target_id
         self.clock = clock
 
     @classmethod
@@ -76,7 +81,19 @@ class DeadLetterContext:
             source_table=cfg.source.table,
             target_region=cfg.target.region,
             target_table=cfg.target.table,
+            target_id=cfg.target.target_id,
             clock=clock,
+        )
+
+    def with_target(self, target: TargetConfig) -> DeadLetterContext:
+        """The same source and clock, for letters bound for ``target`` (one target of a fan-out)."""
+        return DeadLetterContext(
+            source_region=self.source_region,
+            source_table=self.source_table,
+            target_region=target.region,
+            target_table=target.table,
+            target_id=target.target_id,
+            clock=self.clock,
         )
 
     def document(self, record: ChangeRecord, *, error: BaseException, attempts: int) -> dict[str, Any]:
@@ -100,12 +117,23 @@ class DeadLetterContext:
             "attempts": attempts,
             "streamArn": record.event.get("eventSourceARN"),
             "source": {"region": self.source_region, "table": self.source_table},
-            "target": {"region": self.target_region, "table": self.target_table},
+            "target": self._target(),
             "approximateCreationDateTime": created_s,
             "approximateCreationTime": _iso(created_s),
             "deadLetteredAt": _iso(now),
             "recordAgeSeconds": round(max(0.0, now - created_s), 3),
         }
+
+    def _target(self) -> dict[str, str | None]:
+        target = {"region": self.target_region, "table": self.target_table}
+        return target if self.target_id is None else {"id": self.target_id, **target}
+
+
+def letter_target_id(doc: dict[str, Any]) -> str | None:
+    """The target id a dead letter names (``target.id``); None for a letter written before targets had ids."""
+    target = doc.get("target")
+    value = target.get("id") if isinstance(target, dict) else None
+    return str(value) if value else None
 
 
 def record_id(shard_id: str, event: dict[str, Any]) -> str:

@@ -3,9 +3,10 @@
 A document too large for one message goes in several (see
 :func:`replicator.sink.deadletter.document.encode_sqs_bodies`); ``send`` returns once SQS has them all.
 
-A FIFO queue (URL ending ``.fifo``) gets a MessageGroupId per source table and item key (letters of one
-key stay in order; other keys are not held up behind them) and a MessageDeduplicationId from the body
-(the same body sent again within SQS's 5-minute window is stored once).
+A FIFO queue (URL ending ``.fifo``) gets a MessageGroupId per source table, target and item key (one
+target's letters of one key stay in order; other keys and targets are not held up behind them) and a
+MessageDeduplicationId from the body (the same body sent again within SQS's 5-minute window is stored
+once).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from replicator.sink.deadletter.document import (
     DeadLetterContext,
     DeadLetterError,
     encode_sqs_bodies,
+    letter_target_id,
 )
 
 if TYPE_CHECKING:
@@ -111,12 +113,17 @@ def is_fifo(queue_url: str) -> bool:
 
 
 def message_group_id(doc: dict[str, Any]) -> str:
-    """The FIFO message group of a dead letter: a hash of its source table and item key (no item data)."""
+    """The FIFO message group of a dead letter: a hash of its source table, target and item key (no item data).
+
+    A letter without a target id (written before targets had ids) keeps its former group: table and key.
+    """
     keys = (doc.get("record") or {}).get("dynamodb", {}).get("Keys")
     if keys is None:
         return str(doc.get("id"))
     table = (doc.get("source") or {}).get("table") or doc.get("streamArn")
-    identity = json.dumps([table, keys], sort_keys=True, separators=(",", ":"))
+    target_id = letter_target_id(doc)
+    parts = [table, keys] if target_id is None else [table, target_id, keys]
+    identity = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
 
 
