@@ -68,7 +68,9 @@ def error_text(exc: BaseException) -> str:
         if isinstance(response, dict):
             message = (response.get("Error") or {}).get("Message")
             if message:
-                text = text.replace(str(message), WITHHELD)
+                # Only where the message is quoted (after "...operation: " or a wrapper's "Code: "), so a
+                # short message such as "m" does not garble other words of the line.
+                text = WITHHELD if text == str(message) else text.replace(f": {message}", f": {WITHHELD}")
         current = current.__cause__ or current.__context__
     return text
 

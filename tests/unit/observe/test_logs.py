@@ -270,6 +270,17 @@ def test_error_text_withholds_aws_messages_in_the_chain() -> None:
     assert SECRET in logs.error_text(wrapped)
 
 
+def test_error_text_withholds_a_short_message_without_garbling_other_words() -> None:
+    """A one-letter AWS message is withheld where it is quoted, and words containing that letter stay whole."""
+    cause = ClientError({"Error": {"Code": "AccessDenied", "Message": "m"}}, "PutItem")
+    wrapped = RuntimeError(f"lambda target from shard 7 failed ({type(cause).__name__}: {cause})")
+    wrapped.__cause__ = cause
+    logs.configure("INFO", "json", stream=io.StringIO())
+    text = logs.error_text(wrapped)
+    assert text.startswith("lambda target from shard 7 failed (ClientError: An error occurred (AccessDenied)")
+    assert text.endswith(f"operation: {logs.WITHHELD})")
+
+
 def test_filter_that_can_never_match_is_logged_at_start_up(capsys) -> None:
     """A numeric pattern on an N value is reported when the processor is built (service, Lambda, redrive)."""
     from replicator.core.config import Config  # noqa: PLC0415
