@@ -201,3 +201,15 @@ def quiescent_check(world: World, settings: Settings, workers: tuple[Worker, ...
             while world.cursors[d] < len(world.streams[d]):
                 world = _advance(deliver(world, settings, workers, d, world.cursors[d]), d)
     return _diverged(world, settings)
+
+
+def run_history(settings: Settings, history: list[str], *, faults: int = 0) -> str | None:
+    """Take the steps ``history`` names (as counterexamples print them), deliver the rest: how the tables differ."""
+    workers = build_workers(settings)
+    world = empty_world(faults=faults)
+    for label in history:
+        steps = dict(_steps(world, settings, workers, max_ops=len(history), sequential=False))
+        after = steps[label]()
+        assert after is not None, f"{label}: not possible here"
+        world = after
+    return quiescent_check(world, settings, workers, drain=True)

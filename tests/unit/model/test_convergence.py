@@ -12,7 +12,7 @@ import dataclasses
 
 import pytest
 from unit.model.configs import Settings, all_settings
-from unit.model.explorer import Report, explore
+from unit.model.explorer import Report, explore, run_history
 
 MAX_OPS = 3
 """Application operations per history for every configuration (4 for the headline ones, below)."""
@@ -110,3 +110,33 @@ def test_a_whole_item_put_then_an_update_in_one_second_needs_the_timestamp_attri
     assert refusal is not None, "source_tombstones without timestamp_attribute was accepted"
     assert "replication.source_tombstones" in refusal, refusal
     assert "replication.timestamp_attribute" in refusal, refusal
+
+
+ACTIVE_ACTIVE = Settings(True, "tombstone", True, True, "none", True, False)  # noqa: FBT003 - table row
+
+
+def test_a_delete_of_an_upsert_on_a_tombstone_replicates() -> None:
+    """Item 3: the application deletes its upsert on a tombstone before the worker clears the flags: both lose it."""
+    history = [
+        *("app update k0 in region 1", "deliver 1:0", "deliver 0:0"),
+        # Deleted in region 1: a tombstone in both regions (the source tombstone is an echo).
+        *("app delete k0 in region 1", "deliver 1:1", "deliver 1:2", "deliver 0:1"),
+        *("tombstone of k0 expires in region 1", "deliver 1:3"),
+        # An upsert on region 0's tombstone keeps the flag; deleted before the worker reads the upsert.
+        *("app update k0 in region 0", "app delete k0 in region 0"),
+        *("deliver 0:2", "deliver 1:4", "deliver 0:3"),
+    ]
+    assert run_history(ACTIVE_ACTIVE, history) is None
+
+
+def test_a_revive_never_clears_a_later_tombstone_of_the_same_time() -> None:
+    """The flags of an upsert on a tombstone are not cleared once a delete that wins the tie replaced it."""
+    history = [
+        *("app update k0 in region 0", "deliver 0:0", "deliver 1:0"),
+        # Deleted in both regions at once; region 1's delete is one unit after the replicated write.
+        *("app delete k0 in region 1", "app delete k0 in region 0", "deliver 0:1", "deliver 0:2"),
+        # An upsert on region 0's tombstone at that same time: region 1's delete wins the tie (its region).
+        *("app update k0 in region 0", "deliver 1:1", "deliver 1:2", "deliver 1:3"),
+        "deliver 0:3",  # the upsert: superseded in region 1, and its revive must not clear region 0's tombstone
+    ]
+    assert run_history(ACTIVE_ACTIVE, history) is None
