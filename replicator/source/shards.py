@@ -114,12 +114,15 @@ class ShardTree:
         shards. A child whose range starts above each parent's end has every record above every record
         of its parents, so ties across the rollover order as the changes were made; one listed here not.
         """
-        out = []
+        out: list[Shard] = []
         for parent_id in (shard.parent_shard_id, shard.adjacent_parent_shard_id):
             parent = self.shards.get(parent_id) if parent_id is not None else None
-            if parent is None or parent.ending_sequence_number is None or shard.starting_sequence_number is None:
-                continue
-            if int(shard.starting_sequence_number) <= int(parent.ending_sequence_number):
+            if parent is None:
+                continue  # not listed (trimmed, or never seen): nothing to check against
+            start, end = shard.starting_sequence_number, parent.ending_sequence_number
+            if not (start and end and start.isdigit() and end.isdigit()):
+                continue  # an open parent, or numbers the API would never give
+            if int(start) <= int(end):
                 out.append(parent)
         return out
 
