@@ -184,7 +184,8 @@ class ReplicationConfig(BaseModel):
     source_tombstones: bool = Field(
         default=False,
         description="Active-active: also leave a tombstone in the source table after a delete there, so an "
-        "older write replicated from the other region cannot bring the item back (needs PutItem on the source).",
+        "older write replicated from the other region cannot bring the item back (needs PutItem on the source, "
+        "and timestamp_attribute: refused without it).",
     )
 
     @model_validator(mode="after")
@@ -212,6 +213,21 @@ class ReplicationConfig(BaseModel):
                 "a tombstone that expires before a replayed or redriven older write arrives lets that write "
                 "bring the deleted item back; raise replication.tombstone_ttl_s (or, if no record can be replayed "
                 "that late, lower replication.replay_window_s)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _active_active_needs_timestamps(self) -> ReplicationConfig:
+        # source_tombstones is how a worker knows it is one of an active-active pair. Without an
+        # application timestamp a whole-item PutItem drops the markers, so the next change's record
+        # carries no trace of the replicated version and its version can fall below the PutItem's:
+        # the regions end different (tests/unit/model, test_convergence.py finds the history).
+        if self.source_tombstones and self.timestamp_attribute is None:
+            raise ValueError(
+                "replication.source_tombstones (active-active) needs replication.timestamp_attribute: without an "
+                "application timestamp a change made in the same second as a whole-item PutItem can be ordered "
+                "before it and the regions end different; set replication.timestamp_attribute to an attribute the "
+                "application writes on every write (or, one-way, remove replication.source_tombstones)"
             )
         return self
 

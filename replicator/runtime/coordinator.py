@@ -245,6 +245,19 @@ class Coordinator:
 
     def _start_reader(self, shard: Shard, checkpoints: dict[str, Checkpoint], stop: asyncio.Event) -> None:
         cfg = self.cfg
+        for parent in self.tree.parents_ending_above(shard):
+            # Never seen on AWS and not excluded by its documentation: a key's changes in the same
+            # timestamp on both sides of this rollover may be ordered the wrong way (DESIGN, "Ordering").
+            self.metrics.errors.labels(kind="sequence_order").inc()
+            log.error(
+                "sequence_order",
+                shard_id=shard.shard_id,
+                parent_shard_id=parent.shard_id,
+                starting_sequence_number=shard.starting_sequence_number,
+                parent_ending_sequence_number=parent.ending_sequence_number,
+                action="the child's sequence numbers start below its parent's end; reading goes on. "
+                "Run replicator verify --repair once the child is read",
+            )
         parent_done = shard.parent_shard_id is not None and shard.parent_shard_id in checkpoints
         # The configured position (LATEST) applies to shards listed when reading starts; a child of a
         # shard we read, or a shard that appears later, is read from its start so none of its records

@@ -106,6 +106,26 @@ class ShardTree:
         # Oldest first: parents are listed before children by the API, keep that order stable.
         return sorted(out, key=lambda s: (s.starting_sequence_number or "").rjust(128, "0"))
 
+    def parents_ending_above(self, shard: Shard) -> list[Shard]:
+        """The listed parents whose sequence number range ends at or above where ``shard``'s starts.
+
+        Versions break a timestamp tie with the sequence number. DynamoDB Streams and Kinesis document a
+        shard's SequenceNumberRange as the range of its possible sequence numbers, and nothing across
+        shards. A child whose range starts above each parent's end has every record above every record
+        of its parents, so ties across the rollover order as the changes were made; one listed here not.
+        """
+        out: list[Shard] = []
+        for parent_id in (shard.parent_shard_id, shard.adjacent_parent_shard_id):
+            parent = self.shards.get(parent_id) if parent_id is not None else None
+            if parent is None:
+                continue  # not listed (trimmed, or never seen): nothing to check against
+            start, end = shard.starting_sequence_number, parent.ending_sequence_number
+            if not (start and end and start.isdigit() and end.isdigit()):
+                continue  # an open parent, or numbers the API would never give
+            if int(start) <= int(end):
+                out.append(parent)
+        return out
+
     def parent_pending(self, shard: Shard, checkpoints: Mapping[str, ShardProgress]) -> bool:
         """Say whether a parent of the shard (either, after a merge) is known and not yet fully read."""
         for parent in (shard.parent_shard_id, shard.adjacent_parent_shard_id):

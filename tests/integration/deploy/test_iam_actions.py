@@ -196,7 +196,7 @@ async def test_ecs_task_role_grants_exactly_what_the_commands_call(  # noqa: PLR
             "region": "eu-west-1",
         },
         leases={"enabled": True},
-        replication={"deletes": "tombstone", "source_tombstones": True},
+        replication={"deletes": "tombstone", "source_tombstones": True, "timestamp_attribute": "updatedAt"},
         failure={
             "on_failure": {
                 "destination": queue,

@@ -203,20 +203,21 @@ async def test_source_tombstone_never_replaces_an_item_recreated_in_the_source(
     name = unique_name()
     _tables(region_a, region_b, name)
     src = region_a.client()
-    src.put_item(TableName=name, Item={"pk": {"S": "k"}, "v": {"N": "1"}})
+    src.put_item(TableName=name, Item={"pk": {"S": "k"}, "v": {"N": "1"}, "updatedAt": {"N": "1000"}})
     src.delete_item(TableName=name, Key={"pk": {"S": "k"}})
-    src.put_item(TableName=name, Item={"pk": {"S": "k"}, "v": {"N": "2"}})  # re-created, no markers
+    recreated = {"pk": {"S": "k"}, "v": {"N": "2"}, "updatedAt": {"N": "3000"}}  # no markers
+    src.put_item(TableName=name, Item=recreated)
     # One record per batch: the delete is handled on its own, after the re-create already happened.
-    cfg = make_config(
-        region_a, region_b, name, tmp_path, replication={"source_tombstones": True}, failure={"batch_size": 1}
-    )
+    # source_tombstones (active-active) needs timestamp_attribute; the re-create's is above the deleted item's.
+    replication = {"source_tombstones": True, "timestamp_attribute": "updatedAt", "timestamp_unit": "ms"}
+    cfg = make_config(region_a, region_b, name, tmp_path, replication=replication, failure={"batch_size": 1})
     metrics = Metrics()
     async with running(cfg, metrics=metrics):
         await wait_until(
             lambda: sample(metrics, "replicator_records_total", outcome="replicated") >= 3, what="3 records"
         )
     source_item = src.get_item(TableName=name, Key={"pk": {"S": "k"}}, ConsistentRead=True)["Item"]
-    assert source_item == {"pk": {"S": "k"}, "v": {"N": "2"}}
+    assert source_item == recreated
     target_item = region_b.client().get_item(TableName=name, Key={"pk": {"S": "k"}}, ConsistentRead=True)["Item"]
     assert target_item["v"] == {"N": "2"}
     assert cfg.replication.tombstone_attribute not in target_item

@@ -243,6 +243,32 @@ async def test_update_of_a_replicated_item_replicates_back(pair: Pair) -> None:
     assert live(pair.get(A, "u1")) == live(pair.get(B, "u1"))
 
 
+async def test_a_delete_of_an_upsert_on_a_tombstone_reaches_both_regions(pair: Pair) -> None:
+    """An UpdateItem upsert on a tombstone in B, deleted before B's worker reads it: both regions lose the key."""
+    async with running(pair.cfg[A]), running(pair.cfg[B]):
+        pair.write(A, "d1", "put", 1)
+        await until(lambda: pair.get(B, "d1") is not None, message="A's item in B")
+        assert pair.write(A, "d1", "delete", 0)
+        await until(lambda: "_rep_deleted" in (pair.get(B, "d1") or {}), message="the tombstone in B")
+        await quiesce(pair)
+    # Workers stopped: the flags of the upsert are not cleared before the application deletes it.
+    tombstone = pair.get(B, "d1")
+    assert tombstone is not None
+    upsert_ts = str(int(tombstone["updatedAt"]["N"]) + 1)
+    pair.client[B].update_item(
+        TableName=pair.table[B],
+        Key={"pk": {"S": "d1"}},
+        UpdateExpression="SET a = :a, updatedAt = :ts",
+        ExpressionAttributeValues={":a": {"N": "2"}, ":ts": {"N": upsert_ts}},
+    )
+    assert "_rep_deleted" in (pair.get(B, "d1") or {})  # what UpdateItem does: the flag stays
+    pair.client[B].delete_item(TableName=pair.table[B], Key={"pk": {"S": "d1"}})
+    async with running(pair.cfg[A]), running(pair.cfg[B]):
+        await quiesce(pair)
+    assert live(pair.get(A, "d1")) is None
+    assert live(pair.get(B, "d1")) is None
+
+
 async def test_replay_and_redrive_never_regress(pair: Pair) -> None:
     """Re-reading A's stream from its start, or redriving an old change, leaves B as it was."""
     async with running(pair.cfg[A]), running(pair.cfg[B]):

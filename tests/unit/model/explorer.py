@@ -29,6 +29,8 @@ from unit.model.model import (
 )
 
 Step = tuple[str, Callable[[], World | None]]
+OPERATIONS = ("put", "update", "delete")
+"""put: a whole-item PutItem (markers dropped); update: an UpdateItem upsert (markers kept); delete."""
 
 
 @dataclasses.dataclass
@@ -44,7 +46,13 @@ class Report:
 
 
 def _steps(  # noqa: C901, PLR0912 - one branch per kind of step reads as the list in the module doc
-    world: World, settings: Settings, workers: tuple[Worker, ...], max_ops: int, *, sequential: bool
+    world: World,
+    settings: Settings,
+    workers: tuple[Worker, ...],
+    max_ops: int,
+    *,
+    sequential: bool,
+    kinds: tuple[str, ...] = OPERATIONS,
 ) -> Iterator[Step]:
     s = settings
     if world.ops_done < max_ops:
@@ -59,7 +67,7 @@ def _steps(  # noqa: C901, PLR0912 - one branch per kind of step reads as the li
         keys = [k for k in KEYS if k in touched] + [k for k in KEYS if k not in touched][:1]
         for region in regions:
             for pk in keys:
-                for kind in ("put", "update", "delete"):
+                for kind in kinds:
                     yield (
                         f"app {kind} {pk} in region {region}",
                         lambda r=region, p=pk, k=kind: app_op(world, s, r, p, k),
@@ -132,11 +140,19 @@ def _diverged(world: World, settings: Settings) -> str | None:
     return None
 
 
-def explore(settings: Settings, *, max_ops: int, faults: int = 1, sequential: bool = False) -> Report:
+def explore(
+    settings: Settings,
+    *,
+    max_ops: int,
+    faults: int = 1,
+    sequential: bool = False,
+    kinds: tuple[str, ...] = OPERATIONS,
+) -> Report:
     """Explore every history of ``settings`` with up to ``max_ops`` application operations.
 
     ``sequential``: the regions take turns, each writing only once the other's writes are replicated
-    (what is promised without ``timestamp_attribute``); else they write concurrently.
+    (what is promised without ``timestamp_attribute``); else they write concurrently. ``kinds``: the
+    application operations explored (a subset narrows the search to one kind of history).
     """
     workers = build_workers(settings)
     report = Report(settings)
@@ -157,7 +173,7 @@ def explore(settings: Settings, *, max_ops: int, faults: int = 1, sequential: bo
             if detail is not None:
                 report.counterexample, report.detail = path, detail
                 return report
-        for label, step in _steps(world, settings, workers, max_ops, sequential=sequential):
+        for label, step in _steps(world, settings, workers, max_ops, sequential=sequential, kinds=kinds):
             try:
                 after = step()
             except Livelock as exc:
@@ -185,3 +201,15 @@ def quiescent_check(world: World, settings: Settings, workers: tuple[Worker, ...
             while world.cursors[d] < len(world.streams[d]):
                 world = _advance(deliver(world, settings, workers, d, world.cursors[d]), d)
     return _diverged(world, settings)
+
+
+def run_history(settings: Settings, history: list[str], *, faults: int = 0) -> str | None:
+    """Take the steps ``history`` names (as counterexamples print them), deliver the rest: how the tables differ."""
+    workers = build_workers(settings)
+    world = empty_world(faults=faults)
+    for label in history:
+        steps = dict(_steps(world, settings, workers, max_ops=len(history), sequential=False))
+        after = steps[label]()
+        assert after is not None, f"{label}: not possible here"
+        world = after
+    return quiescent_check(world, settings, workers, drain=True)

@@ -174,9 +174,12 @@ def app_op(world: World, settings: Settings, region: int, pk: str, kind: str) ->
     """The application writes in ``region`` (None: the operation makes no sense in this state)."""
     current = world.tables[region].get(pk)
     is_live = current is not None and "_rep_deleted" not in current
+    # An upsert on a tombstone keeps the flag until the worker clears it, yet the application wrote it
+    # (its UpdateItem returned it): it may delete it, before the worker's write lands too.
+    upserted = current is not None and "_rep_deleted" in current and "a" in current
     value = {"N": str(world.ops_done)}
     if kind == "delete":
-        if not is_live:
+        if not (is_live or upserted):
             return None
         after: Item | None = None
     else:

@@ -81,4 +81,6 @@ def test_revive_clears_the_flags_only_while_the_item_is_the_upsert() -> None:
     assert _holds(request.params, upsert)
     assert not _holds(request.params, {**upsert, "updatedAt": {"N": "6"}})
     assert not _holds(request.params, request.params["Item"])
+    # A tombstone replicated over the upsert since, at the same timestamp, won the tie: it stays.
+    assert not _holds(request.params, {**upsert, "_rep_version": {"S": versions.encode(5_000, "us-west-2", "3")}})
     assert _writer(source=True).revive_request({"pk": {"S": "k"}, "updatedAt": {"N": "5"}}, V2) is None

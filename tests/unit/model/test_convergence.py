@@ -8,9 +8,11 @@ that breaks it: that history is why the documentation asks what it asks.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from unit.model.configs import Settings, all_settings
-from unit.model.explorer import Report, explore
+from unit.model.explorer import Report, explore, run_history
 
 MAX_OPS = 3
 """Application operations per history for every configuration (4 for the headline ones, below)."""
@@ -23,9 +25,8 @@ def documented_exception(s: Settings) -> str | None:
     if s.active_active and not s.skip_echoes:
         return "skip_echoes: false is one-way only: echoes loop"
     if s.active_active and not s.source_tombstones:
-        return "active-active needs source_tombstones on both workers"
-    if s.active_active and not s.timestamp:
-        return "active-active without timestamp_attribute: concurrent writes do not converge"
+        # Without timestamp_attribute too: a worker without source_tombstones cannot tell it is one of a pair.
+        return "active-active needs source_tombstones (and timestamp_attribute) on both workers"
     return None
 
 
@@ -89,3 +90,53 @@ def test_headline_configurations_converge_with_four_operations(settings: Setting
     report = explore(settings, max_ops=4, sequential=not settings.timestamp)
     assert report.counterexample is None, _show(report)
     print(f"proved    {settings.label()}: {report.histories} histories, {report.states} states (4 ops)")  # noqa: T201
+
+
+def test_a_whole_item_put_then_an_update_in_one_second_needs_the_timestamp_attribute() -> None:
+    """Item 1: without timestamp_attribute the hybrid clock goes backwards; source_tombstones is refused without it."""
+    one_worker_each_way = Settings(False, "tombstone", False, True, "none", True, False)  # noqa: FBT003 - table row
+    report = explore(one_worker_each_way, max_ops=3, faults=0, sequential=True, kinds=("put", "update"))
+    assert report.counterexample is not None, "expected the PutItem-then-UpdateItem history to diverge"
+    ops = [step for step in report.counterexample if step.startswith("app ")]
+    # A write replicated in, a whole-item PutItem over it (its version bumped past the replicated one),
+    # then an UpdateItem whose old image no longer has a marker: its version falls below the PutItem's.
+    region = ops[-1].rsplit(" ", 1)[-1]
+    assert ops[-2:] == [f"app put k0 in region {region}", f"app update k0 in region {region}"], _show(report)
+    print(f"found     {one_worker_each_way.label()}: {_show(report)}")  # noqa: T201 - the checker's report
+    # The update's record carries no trace of the replicated version (both images lack markers), so no
+    # version computed from it can order it above the PutItem: the configuration a worker can recognise
+    # as active-active (source_tombstones) is refused without an application timestamp.
+    refusal = dataclasses.replace(one_worker_each_way, source_tombstones=True).refusal()
+    assert refusal is not None, "source_tombstones without timestamp_attribute was accepted"
+    assert "replication.source_tombstones" in refusal, refusal
+    assert "replication.timestamp_attribute" in refusal, refusal
+
+
+ACTIVE_ACTIVE = Settings(True, "tombstone", True, True, "none", True, False)  # noqa: FBT003 - table row
+
+
+def test_a_delete_of_an_upsert_on_a_tombstone_replicates() -> None:
+    """Item 3: the application deletes its upsert on a tombstone before the worker clears the flags: both lose it."""
+    history = [
+        *("app update k0 in region 1", "deliver 1:0", "deliver 0:0"),
+        # Deleted in region 1: a tombstone in both regions (the source tombstone is an echo).
+        *("app delete k0 in region 1", "deliver 1:1", "deliver 1:2", "deliver 0:1"),
+        *("tombstone of k0 expires in region 1", "deliver 1:3"),
+        # An upsert on region 0's tombstone keeps the flag; deleted before the worker reads the upsert.
+        *("app update k0 in region 0", "app delete k0 in region 0"),
+        *("deliver 0:2", "deliver 1:4", "deliver 0:3"),
+    ]
+    assert run_history(ACTIVE_ACTIVE, history) is None
+
+
+def test_a_revive_never_clears_a_later_tombstone_of_the_same_time() -> None:
+    """The flags of an upsert on a tombstone are not cleared once a delete that wins the tie replaced it."""
+    history = [
+        *("app update k0 in region 0", "deliver 0:0", "deliver 1:0"),
+        # Deleted in both regions at once; region 1's delete is one unit after the replicated write.
+        *("app delete k0 in region 1", "app delete k0 in region 0", "deliver 0:1", "deliver 0:2"),
+        # An upsert on region 0's tombstone at that same time: region 1's delete wins the tie (its region).
+        *("app update k0 in region 0", "deliver 1:1", "deliver 1:2", "deliver 1:3"),
+        "deliver 0:3",  # the upsert: superseded in region 1, and its revive must not clear region 0's tombstone
+    ]
+    assert run_history(ACTIVE_ACTIVE, history) is None

@@ -83,3 +83,18 @@ def test_check_config_refuses_with_the_reason(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check-config", "--config", str(path)])
     assert result.exit_code == 2, result.output
     assert "timestamp_attribute" in result.output
+
+
+def test_source_tombstones_without_a_timestamp_attribute_is_refused(tmp_path: Path) -> None:
+    """Item 1: the active-active setting needs timestamp_attribute; ``check-config`` says what to set."""
+    with pytest.raises(ValueError, match=r"replication.source_tombstones .* needs replication.timestamp_attribute"):
+        Config(**BASE, replication={"source_tombstones": True})
+    Config(**BASE, replication={"source_tombstones": True, **TS})
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "source: {region: us-east-1, table: src}\ntarget: {region: us-west-2, table: dst}\n"
+        "replication: {source_tombstones: true}\n"
+    )
+    result = CliRunner().invoke(main, ["check-config", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "set replication.timestamp_attribute" in result.output

@@ -143,7 +143,7 @@ async def test_active_active_config_tombstones_the_source_on_redrive(tmp_path: P
     path = tmp_path / "dl.jsonl"
     path.write_text(deadletter.dumps(_doc(_record("gone", 3, name="REMOVE"))) + "\n", encoding="utf-8")
     target, source = FakeTable(), FakeTable()
-    cfg = _cfg(source_tombstones=True)
+    cfg = _cfg(source_tombstones=True, timestamp_attribute="updatedAt")  # active-active needs it
     report = await redrive(cfg, source=str(path), target=TargetClient(target), source_client=source)  # type: ignore[arg-type]
     assert report.ok
     assert cfg.replication.tombstone_attribute in target.items["gone"]

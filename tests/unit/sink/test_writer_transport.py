@@ -128,7 +128,7 @@ async def test_build_processor_hands_the_target_lean_path_to_its_writer() -> Non
     cfg = Config(
         source={"region": "us-east-1", "table": "src"},  # type: ignore[arg-type]
         target={"region": "us-west-2", "table": "dst"},  # type: ignore[arg-type]
-        replication={"source_tombstones": True},  # type: ignore[arg-type]
+        replication={"source_tombstones": True, "timestamp_attribute": "updatedAt"},  # type: ignore[arg-type]
     )
     async with _client() as target, _client() as source:
         processor = build_processor(

@@ -79,3 +79,25 @@ def test_a_merged_shard_waits_for_both_parents() -> None:
     assert [s.shard_id for s in tree.ready(one_done, [])] == ["p2"]
     both_done = {**one_done, "p2": Checkpoint("p2", "6", shard_end=True, updated_at_s=0)}
     assert [s.shard_id for s in tree.ready(both_done, [])] == ["c"]
+
+
+def test_parents_ending_above_a_child_are_the_rollovers_whose_order_is_not_documented() -> None:
+    """A child starting above each parent's end is in order; a parent ending at or above its start is listed."""
+    tree = ShardTree()
+    tree.update(
+        [
+            Shard("p1", None, starting_sequence_number="100", ending_sequence_number="199"),
+            Shard("p2", None, starting_sequence_number="150", ending_sequence_number="300"),
+            Shard("open", None, starting_sequence_number="50"),
+            Shard("after", "p1", starting_sequence_number="200"),
+            Shard("merged", "p1", starting_sequence_number="250", adjacent_parent_shard_id="p2"),
+            Shard("below", "p2", starting_sequence_number="00000000000000000000300"),
+            Shard("of_open", "open", starting_sequence_number="10"),
+            Shard("orphan", "trimmed", starting_sequence_number="1"),
+        ]
+    )
+    assert tree.parents_ending_above(tree.shards["after"]) == []
+    assert [p.shard_id for p in tree.parents_ending_above(tree.shards["merged"])] == ["p2"]
+    assert [p.shard_id for p in tree.parents_ending_above(tree.shards["below"])] == ["p2"]  # compared as numbers
+    assert tree.parents_ending_above(tree.shards["of_open"]) == []  # an open parent has no end yet
+    assert tree.parents_ending_above(tree.shards["orphan"]) == []  # a parent no longer listed cannot be checked
