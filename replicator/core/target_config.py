@@ -101,6 +101,8 @@ def one_of_target_or_targets(data: object) -> object:
         return data
     has_target, targets = "target" in data, data.get("targets")
     if has_target and targets is not None:
+        if isinstance(targets, list) and targets and _same(targets[0], data["target"]):
+            return data  # a dump of a validated Config (model_dump): targets[0] is target
         raise ValueError("give target (one table) or targets (a list of tables), not both")
     if has_target:
         return {**data, "targets": [data["target"]]}
@@ -110,6 +112,12 @@ def one_of_target_or_targets(data: object) -> object:
         raise ValueError("targets is empty: list at least one target table (or give target)")
     # Neither: pydantic reports target as a required key.
     return data
+
+
+def _same(a: object, b: object) -> bool:
+    """Whether two target entries (dicts or TargetConfig) are the same target."""
+    as_dict = [x.model_dump() if isinstance(x, TargetConfig) else x for x in (a, b)]
+    return as_dict[0] == as_dict[1]
 
 
 def distinct_targets(targets: list[TargetConfig]) -> None:

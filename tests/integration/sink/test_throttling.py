@@ -44,7 +44,8 @@ async def test_worker_converges_through_a_throttling_target(
     with ThrottlingProxy(region_b.endpoint_url, writes_per_s=50) as proxy:
         target: DynamoDBLocal = proxy  # type: ignore[assignment]  # make_config reads only endpoint_url
         base = make_config(region_a, target, name, tmp_path)
-        cfg = base.model_copy(update={"target": base.target.model_copy(update={"max_writes_per_s": max_writes_per_s})})
+        capped = base.target.model_copy(update={"max_writes_per_s": max_writes_per_s})
+        cfg = base.model_copy(update={"target": capped, "targets": [capped]})
         async with running(cfg, metrics=metrics):
             await wait_until(
                 lambda: sample(metrics, "replicator_records_total", outcome="replicated") >= ITEMS,

@@ -105,3 +105,11 @@ def test_schema_accepts_either_target_or_targets() -> None:
     schema = json_schema()
     assert "target" not in schema["required"]
     assert schema["oneOf"] == [{"required": ["target"]}, {"required": ["targets"]}]
+
+
+def test_a_dump_of_a_config_validates_again() -> None:
+    """``Config(**cfg.model_dump())`` round-trips (the dump holds target and targets, the first the same)."""
+    cfg = _config(targets=[{"region": "eu-west-1", "table": "orders"}, {"region": "ap-south-1", "table": "orders"}])
+    assert Config(**cfg.model_dump()) == cfg
+    single = _config(target={"region": "eu-west-1", "table": "orders"})
+    assert Config(**single.model_dump()) == single
