@@ -283,9 +283,9 @@ class Metrics:
 
     @property
     def per_shard_counters(self) -> tuple[Counter, ...]:
-        """Counters labelled by shard: their series go a grace period after the shard is closed.
+        """Counters labelled by shard alone: their series go a grace period after the shard is closed.
 
-        Also ``records_written``, whose series are per target and shard (``remove_shard_series``).
+        ``records_written`` (by target and shard) goes with them, every target's (``remove_shard_series``).
         """
         return (self.records_read,)
 
