@@ -498,7 +498,7 @@ async def test_replication_latency_is_creation_to_write_acknowledged(tmp_path: P
 
 
 async def test_service_build_info_and_closed_parent_series(tmp_path: Path) -> None:
-    """The service exports build info; after a parent closes its gauges go and the child reads."""
+    """The service exports build info and its target's outcomes; a closed parent's gauges go, the child reads."""
     cfg = _config(tmp_path)
     stream = ScriptedStream()
     stream.add_shard("parent")
@@ -531,6 +531,10 @@ async def test_service_build_info_and_closed_parent_series(tmp_path: Path) -> No
         assert _value(metrics, "replicator_iterator_age_seconds", shard="parent") is None
         assert _value(metrics, "replicator_iterator_age_seconds", shard="child") == 0
         assert _value(metrics, "replicator_records_read_total", shard="parent") == 1
+        # The service's processor records under its target's region; the worker itself under no target.
+        assert _value(metrics, "replicator_records_total", target="eu-west-1", outcome="replicated") == 2
+        assert _value(metrics, "replicator_records_total", target="eu-west-1", outcome="dead_lettered") == 0
+        assert _value(metrics, "replicator_records_total", target="", outcome="replicated") is None
     finally:
         replicator.stop()
         await task

@@ -6,14 +6,15 @@ import asyncio
 from typing import Any
 
 from botocore.exceptions import ClientError
-from scripted_stream import RecordingTarget
+from scripted_stream import RecordingTarget, ScriptedStream
 
-from replicator.aws.clients import TargetClient
+from replicator.aws.clients import Clients, TargetClient
 from replicator.core.config import Config
 from replicator.core.records import ChangeRecord, from_lambda_event
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import OUTCOMES, Metrics
 from replicator.pipeline.fanout import FanOut
+from replicator.runtime.service import Replicator
 from replicator.runtime.wiring import build_processor, build_processors
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/src/stream/2026-01-01T00:00:00.000"
@@ -203,3 +204,40 @@ def test_closed_shard_drops_records_written_of_every_target() -> None:
     assert _value(metrics, "replicator_records_written_total", target="a", shard="s1") is None
     assert _value(metrics, "replicator_records_written_total", target="b", shard="s1") is None
     assert _value(metrics, "replicator_records_written_total", target="a", shard="s2") == 1
+
+
+async def test_the_service_fans_out_and_each_target_counts_its_own() -> None:
+    """A Replicator with two targets reads each record once and counts it once per target, under its name."""
+    stream = ScriptedStream()
+    stream.add_shard("s1")
+    stream.put("s1", "k1", 1, event_name="INSERT")
+    stream.put("s1", "k2", 2)
+    stream.close("s1")
+    a, b = Target(), Target()
+    cfg = _config(
+        checkpoint={"backend": "sqlite", "path": ":memory:"},
+        reader={"poll_interval_s": 0.01, "max_idle_poll_interval_s": 0.02, "shard_discovery_interval_s": 0.05},
+    )
+    clients = Clients(
+        source=stream,  # type: ignore[arg-type]
+        streams=stream,  # type: ignore[arg-type]
+        target=TargetClient(a),  # type: ignore[arg-type]
+        targets={"a": TargetClient(a), "b": TargetClient(b)},  # type: ignore[arg-type]
+    )
+    metrics = Metrics()
+    replicator = Replicator(cfg, metrics=metrics, clients=clients)
+    task = asyncio.create_task(replicator.run())
+    try:
+        async with asyncio.timeout(10):
+            while (  # noqa: ASYNC110 - polling the worker's own accounting, which has no event
+                _value(metrics, "replicator_records_total", target="b", outcome="filtered") != 1
+            ):
+                await asyncio.sleep(0.01)
+    finally:
+        replicator.stop()
+        await task
+    assert _value(metrics, "replicator_records_read_total", shard="s1") == 2
+    assert _value(metrics, "replicator_records_total", target="a", outcome="replicated") == 2
+    assert _value(metrics, "replicator_records_total", target="b", outcome="replicated") == 1
+    assert _value(metrics, "replicator_records_written_total", target="a", shard="s1") == 2
+    assert _value(metrics, "replicator_records_written_total", target="b", shard="s1") == 1
