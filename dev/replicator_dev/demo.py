@@ -166,13 +166,13 @@ class _Demo:
             await asyncio.sleep(0.25)
         return False
 
-    def _sample(self, name: str, labels: dict[str, str] | None = None) -> float | None:
-        if labels is not None:
-            return self.metrics.registry.get_sample_value(name, labels)
+    def _sample(self, name: str, labels: dict[str, str] | None = None) -> float:
+        # Summed over the labels not given: every shard, and every target (replicator_records_total{target}).
+        wanted = (labels or {}).items()
         total = 0.0
         for family in self.metrics.registry.collect():
             for sample in family.samples:
-                if sample.name == name:
+                if sample.name == name and wanted <= sample.labels.items():
                     total += sample.value
         return total
 

@@ -1,15 +1,20 @@
 """Prometheus metrics, on an injected registry so tests read exact sample values.
 
-Labels are bounded: shard ids (a stream retains a few hundred at most), outcomes, operations and
-states. Never item keys or contents.
+Labels are bounded: shard ids (a stream retains a few hundred at most), target ids (``targets:``),
+outcomes, operations and states. Never item keys or contents. The metrics of a target's writes carry a
+``target`` label (``TargetConfig.target_id``; with one target, its name or region); the shard's reading
+(records read, iterator age, GetRecords calls, checkpoints) is one for all targets and carries none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from replicator.observe.target_metrics import NO_TARGET, TargetBound, TargetCounter, TargetGauge, TargetHistogram
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -26,6 +31,23 @@ OUTCOMES = (
     "dead_lettered",  # sent to the on-failure destination
 )
 """Every record read ends in exactly one outcome; their sum equals records read."""
+
+TARGET_METRICS = (
+    "records_written",
+    "records",
+    "conflicts",
+    "replication_latency",
+    "retries",
+    "throttles",
+    "target_concurrency_limit",
+    "target_write_rate_limit",
+    "target_write_wait",
+    "dead_letters",
+    "target_unavailable",
+    "target_errors",
+    "batch_size",
+)
+"""The metrics of one target's writes: labelled by ``target``, bound by ``Metrics.for_target``."""
 
 SHARD_STATES = ("owned", "reading", "waiting_on_parent", "closed", "stopped")
 
@@ -56,22 +78,40 @@ class ExpositionRegistry(CollectorRegistry):
 class Metrics:
     """Every metric the replicator exports, registered on one registry."""
 
+    target: str = NO_TARGET
+    """The target this view records for (``for_target``); empty on the worker's own metrics."""
+
     def __init__(self, registry: CollectorRegistry | None = None, *, created_series: bool = False) -> None:
         """Create the metrics on ``registry`` (by default a fresh one without ``_created`` series); no I/O."""
         self.registry = registry if registry is not None else ExpositionRegistry(created_series=created_series)
         r = self.registry
         self.records_read = Counter("replicator_records_read", "Stream records read, per shard.", ["shard"], registry=r)
-        self.records_written = Counter(
-            "replicator_records_written", "Records written to the target, per shard.", ["shard"], registry=r
+        self.records_written = TargetCounter(
+            Counter(
+                "replicator_records_written",
+                "Records written to the target, per target and shard.",
+                ["target", "shard"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
-        self.records = Counter(
-            "replicator_records",
-            "Records by final outcome (their sum equals records read).",
-            ["outcome"],
-            registry=r,
+        self.records = TargetCounter(
+            Counter(
+                "replicator_records",
+                "Records by target and final outcome (per target, their sum equals records read).",
+                ["target", "outcome"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
-        self.conflicts = Counter(
-            "replicator_conflicts", "Conditional writes that lost last-writer-wins (superseded).", registry=r
+        self.conflicts = TargetCounter(
+            Counter(
+                "replicator_conflicts",
+                "Conditional writes that lost last-writer-wins (superseded), per target.",
+                ["target"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
         self.iterator_age = Gauge(
             "replicator_iterator_age_seconds",
@@ -80,11 +120,15 @@ class Metrics:
             ["shard"],
             registry=r,
         )
-        self.replication_latency = Histogram(
-            "replicator_replication_latency_seconds",
-            "Source ApproximateCreationDateTime to target write acknowledged.",
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
+        self.replication_latency = TargetHistogram(
+            Histogram(
+                "replicator_replication_latency_seconds",
+                "Source ApproximateCreationDateTime to target write acknowledged, per target.",
+                ["target"],
+                buckets=LATENCY_BUCKETS_S,
+                registry=r,
+            ),
+            NO_TARGET,
         )
         self.get_records_calls = Counter(
             "replicator_get_records_calls",
@@ -92,26 +136,53 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.retries = Counter("replicator_retries", "Retried AWS calls, by operation.", ["operation"], registry=r)
-        self.throttles = Counter(
-            "replicator_throttles", "Throttled AWS calls, by operation.", ["operation"], registry=r
+        self.retries = TargetCounter(
+            Counter(
+                "replicator_retries",
+                "Retried AWS calls, by operation and target (empty: not a target's call, e.g. GetRecords).",
+                ["target", "operation"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
-        self.target_concurrency_limit = Gauge(
-            "replicator_target_concurrency_limit",
-            "Target writes allowed in flight now (sink.ratelimit: cut by 0.7 on a throttle, +1 per window of"
-            " successes, at most target.max_concurrent_writes).",
-            registry=r,
+        self.throttles = TargetCounter(
+            Counter(
+                "replicator_throttles",
+                "Throttled AWS calls, by operation and target (empty: not a target's call, e.g. GetRecords).",
+                ["target", "operation"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
-        self.target_write_rate_limit = Gauge(
-            "replicator_target_write_rate_limit",
-            "Target write attempts/s allowed since the last throttle (sink.ratelimit: 0.7 x the measured"
-            " rate, growing back); 0 = no limit.",
-            registry=r,
+        self.target_concurrency_limit = TargetGauge(
+            Gauge(
+                "replicator_target_concurrency_limit",
+                "Target writes allowed in flight now (sink.ratelimit: cut by 0.7 on a throttle, +1 per window"
+                " of successes, at most target.max_concurrent_writes), per target.",
+                ["target"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
-        self.target_write_wait = Counter(
-            "replicator_target_write_wait_seconds",
-            "Seconds target write attempts waited for the concurrency limit and target.max_writes_per_s.",
-            registry=r,
+        self.target_write_rate_limit = TargetGauge(
+            Gauge(
+                "replicator_target_write_rate_limit",
+                "Target write attempts/s allowed since the last throttle (sink.ratelimit: 0.7 x the measured"
+                " rate, growing back), per target; 0 = no limit.",
+                ["target"],
+                registry=r,
+            ),
+            NO_TARGET,
+        )
+        self.target_write_wait = TargetCounter(
+            Counter(
+                "replicator_target_write_wait_seconds",
+                "Seconds target write attempts waited for the concurrency limit and target.max_writes_per_s,"
+                " per target.",
+                ["target"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
         self.errors = Counter(
             "replicator_errors",
@@ -140,35 +211,70 @@ class Metrics:
             ["shard"],
             registry=r,
         )
-        self.dead_letters = Counter(
-            "replicator_dead_letters", "Records sent to the on-failure destination.", registry=r
+        self.dead_letters = TargetCounter(
+            Counter(
+                "replicator_dead_letters",
+                "Records sent to the on-failure destination, per target.",
+                ["target"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
-        self.target_unavailable = Gauge(
-            "replicator_target_unavailable",
-            "1 while the target refuses every write (target scope: credentials, permissions, table gone,"
-            " key schema, KMS), by AWS error code; writes and checkpoints are held, nothing is dead-lettered.",
-            ["code"],
-            registry=r,
+        self.target_unavailable = TargetGauge(
+            Gauge(
+                "replicator_target_unavailable",
+                "1 while the target refuses every write (target scope: credentials, permissions, table gone,"
+                " key schema, KMS), by target and AWS error code; its writes and checkpoints are held, nothing"
+                " is dead-lettered.",
+                ["target", "code"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
-        self.target_errors = Counter(
-            "replicator_target_errors",
-            "Failed target writes that were not transient, by scope (record or target) and AWS error code.",
-            ["scope", "code"],
-            registry=r,
+        self.target_errors = TargetCounter(
+            Counter(
+                "replicator_target_errors",
+                "Failed target writes that were not transient, by target, scope (record or target) and AWS error code.",
+                ["target", "scope", "code"],
+                registry=r,
+            ),
+            NO_TARGET,
         )
-        self.batch_size = Histogram(
-            "replicator_batch_records",
-            "Records per processed batch.",
-            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
-            registry=r,
+        self.batch_size = TargetHistogram(
+            Histogram(
+                "replicator_batch_records",
+                "Records per processed batch, per target.",
+                ["target"],
+                buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+                registry=r,
+            ),
+            NO_TARGET,
         )
         self.build_info = Info("replicator_build", "Version and the configured source and target.", registry=r)
-        for outcome in OUTCOMES:
-            self.records.labels(outcome=outcome)
         for state in SHARD_STATES:
             self.shards.labels(state=state).set(0)
         self.get_records_calls.labels(result="records")
         self.get_records_calls.labels(result="empty")
+
+    def for_target(self, target_id: str) -> Metrics:
+        """These metrics as one target's processor records them: every per-target metric's label bound.
+
+        The same registry and families (a view, no copy of any series); the shard's metrics are shared.
+        The target's outcome, conflict, dead-letter, latency and batch series are exported at 0 at once,
+        so rate() and alerts see a target before its first write.
+        """
+        view = copy.copy(self)
+        view.target = target_id
+        for name in TARGET_METRICS:
+            bound: TargetBound[Counter] | TargetBound[Gauge] | TargetBound[Histogram] = getattr(self, name)
+            setattr(view, name, bound.bound(target_id))
+        for outcome in OUTCOMES:
+            view.records.labels(outcome=outcome)
+        for metric in (view.conflicts, view.dead_letters, view.target_write_wait):
+            metric.inc(0)
+        for histogram in (view.replication_latency, view.batch_size):
+            histogram.labels()
+        return view
 
     @property
     def per_shard_gauges(self) -> tuple[Gauge, ...]:
@@ -177,8 +283,11 @@ class Metrics:
 
     @property
     def per_shard_counters(self) -> tuple[Counter, ...]:
-        """Counters labelled by shard: their series go a grace period after the shard is closed."""
-        return (self.records_read, self.records_written)
+        """Counters labelled by shard alone: their series go a grace period after the shard is closed.
+
+        ``records_written`` (by target and shard) goes with them, every target's (``remove_shard_series``).
+        """
+        return (self.records_read,)
 
     def remove_shard_series(self, shard_id: str, *, counters: bool) -> None:
         """Drop a shard's per-shard series so label cardinality stays bounded as shards roll over.
@@ -191,3 +300,13 @@ class Metrics:
         for metric in metrics:
             with contextlib.suppress(KeyError):  # never set for this shard
                 metric.remove(shard_id)
+        if counters:
+            family = self.records_written.family
+            targets = {
+                sample.labels["target"]
+                for collected in family.collect()
+                for sample in collected.samples
+                if sample.labels.get("shard") == shard_id
+            }
+            for target in targets:
+                family.remove(target, shard_id)

@@ -47,8 +47,9 @@ def build_processor(
     """The pipeline, the writer and the batch processor: the same for the service and the Lambda handler.
 
     ``pipeline``: filters and transforms already compiled from ``cfg`` at the edge (``Pipeline.from_config``);
-    compiled here when not given.
+    compiled here when not given. Everything it builds records its metrics under ``target=<target_id>``.
     """
+    metrics = metrics.for_target(cfg.target.target_id)
     writer = ConditionalWriter(
         target_client.client,
         lean=target_client.lean,

@@ -109,7 +109,7 @@ def test_run_replicates_then_exits_zero_on_sigterm(region_a, region_b, unique_na
         assert len(scan(region_b.client(), name)) == 20
         port = _metrics_port(tmp_path / "run.log")
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        assert 'replicator_records_total{outcome="replicated"}' in body
+        assert 'replicator_records_total{outcome="replicated",target="eu-west-1"}' in body
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

@@ -213,7 +213,7 @@ async def test_ecs_task_role_grants_exactly_what_the_commands_call(  # noqa: PLR
         await asyncio.to_thread(src.delete_item, TableName=source, Key={"pk": {"S": "a"}})
         await wait_until(
             lambda: (
-                sample(metrics, "replicator_records_total", outcome="dead_lettered") >= 1
+                sample(metrics, "replicator_records_total", target="eu-west-1", outcome="dead_lettered") >= 1
                 and ("dynamodb:PutItem", "source") in recorder.calls
             ),
             what=f"a dead letter and a source tombstone; calls so far: {sorted(recorder.calls)}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -18,3 +19,7 @@ def test_short_demo_converges_and_exits_zero() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "converged" in result.stdout
     assert "probe lag p50" in result.stdout
+    # The outcome rows add up every target's series (replicator_records_total{target,outcome}).
+    replicated = [int(n) for n in re.findall(r"\breplicated\b\W+(\d+)", result.stdout)]
+    assert replicated, result.stdout[-3000:]
+    assert replicated[-1] > 0, result.stdout[-3000:]

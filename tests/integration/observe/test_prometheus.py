@@ -143,6 +143,18 @@ async def _observe(
     return ages, rates, totals
 
 
+async def _assert_labelled_by_target(prom: Prometheus, session: aiohttp.ClientSession, target: str) -> None:
+    """A single target's series carry target="<its region>"; the shard's reading carries none."""
+    for query in (
+        'sum by (target) (replicator_records_total{outcome="replicated"})',
+        "sum by (target) (replicator_replication_latency_seconds_count)",
+    ):
+        assert [s["metric"] for s in await prom.query(session, query)] == [{"target": target}], query
+    ages = await prom.query(session, "replicator_iterator_age_seconds")
+    assert ages
+    assert not any("target" in s["metric"] for s in ages)
+
+
 async def test_prometheus_sees_lag_and_throughput_move(
     region_a: DynamoDBLocal,
     region_b: DynamoDBLocal,
@@ -192,6 +204,7 @@ async def test_prometheus_sees_lag_and_throughput_move(
             up = await prom.query(session, 'up{job="replicator"}')
             shard_series = await prom.query(session, "replicator_iterator_age_seconds")
             shards_reading = await prom.query(session, 'replicator_shards{state="reading"}')
+            await _assert_labelled_by_target(prom, session, "us-west-2")
     finally:
         stop_writing.set()
         if writer is not None:

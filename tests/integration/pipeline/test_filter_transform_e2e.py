@@ -53,8 +53,8 @@ async def test_filtered_transformed_subset_reaches_a_target_with_another_key_sch
         src.delete_item(TableName=name, Key={"pk": {"S": "draft#9"}})
         await wait_until(
             lambda: (
-                sample(metrics, "replicator_records_total", outcome="filtered") >= 4
-                and sample(metrics, "replicator_records_total", outcome="replicated") >= 4
+                sample(metrics, "replicator_records_total", target="eu-west-1", outcome="filtered") >= 4
+                and sample(metrics, "replicator_records_total", target="eu-west-1", outcome="replicated") >= 4
             ),
             what="all 9 records reach an outcome",
         )
@@ -69,7 +69,7 @@ async def test_filtered_transformed_subset_reaches_a_target_with_another_key_sch
         "copiedFrom": {"S": "us-east-1"},
     }
     outcomes = {
-        o: sample(metrics, "replicator_records_total", outcome=o)
+        o: sample(metrics, "replicator_records_total", target="eu-west-1", outcome=o)
         for o in ("replicated", "collapsed", "filtered", "superseded")
     }
     assert sum(outcomes.values()) == 9  # 6 puts, 1 delete, a draft put and its delete
@@ -109,7 +109,9 @@ async def test_filter_mode_subset_removes_items_that_leave_the_subset(
         src.put_item(TableName=name, Item={"pk": {"S": "a#2"}, "status": {"S": "cancelled"}})
         src.put_item(TableName=name, Item={"pk": {"S": "a#3"}, "status": {"S": "paid"}})
         await wait_until(
-            lambda: sum(sample(metrics, "replicator_records_total", outcome=o) for o in OUTCOMES) >= 6,
+            lambda: (
+                sum(sample(metrics, "replicator_records_total", target="eu-west-1", outcome=o) for o in OUTCOMES) >= 6
+            ),
             what="all 6 records reach an outcome",
         )
     tombstone = cfg.replication.tombstone_attribute

@@ -246,7 +246,7 @@ async def test_target_paused_30s_loses_nothing(region_a, ddb_local_factory, uniq
         await _settled(metrics, 200)
         await _converged(region_a, s, target, t, timeout=HANG_S)
         assert not any(st.state == "stopped" for st in replicator.state.shards.values())
-    assert _sample(metrics, "replicator_retries_total", operation="PutItem") > 0
+    assert _sample(metrics, "replicator_retries_total", target="us-west-2", operation="PutItem") > 0
     assert sum(_outcomes(metrics).values()) == _read_total(metrics)
 
 
@@ -265,7 +265,7 @@ async def test_target_killed_and_restarted_on_same_data(region_a, ddb_local_fact
         await writer
         await _settled(metrics, 200)
         await _converged(region_a, s, target, t, timeout=HANG_S)
-    assert _sample(metrics, "replicator_retries_total", operation="PutItem") > 0
+    assert _sample(metrics, "replicator_retries_total", target="us-west-2", operation="PutItem") > 0
     assert sum(_outcomes(metrics).values()) == _read_total(metrics)
 
 
@@ -323,8 +323,10 @@ async def test_throttling_and_resets_are_retried_without_loss(region_a, region_b
             await _converged(region_a, s, region_b, t, timeout=HANG_S)
             assert not any(st.state == "stopped" for st in replicator.state.shards.values())
     assert min(counts.values()) > 0
-    assert _sample(metrics, "replicator_throttles_total", operation="PutItem") == counts["throttled"]
-    assert _sample(metrics, "replicator_retries_total", operation="PutItem") == sum(counts.values())
+    assert (
+        _sample(metrics, "replicator_throttles_total", target="us-west-2", operation="PutItem") == counts["throttled"]
+    )
+    assert _sample(metrics, "replicator_retries_total", target="us-west-2", operation="PutItem") == sum(counts.values())
     assert sum(_outcomes(metrics).values()) == _read_total(metrics)
 
 

@@ -145,7 +145,7 @@ async def test_lean_path_refusals_hold_everything_until_fixed(  # noqa: PLR0917 
     with structlog.testing.capture_logs() as logs:
         await _refused_then_fixed(proxy, _config(region_a.endpoint_url, s, proxy.url, t, tmp_path), metrics, code)
     assert _outcomes(metrics) == {"replicated": 20}
-    assert _value(metrics, "replicator_target_unavailable", code=code) == 0
+    assert _value(metrics, "replicator_target_unavailable", target="us-west-2", code=code) == 0
     assert _dead_letters(tmp_path) == []
     assert await asyncio.to_thread(_items, region_b.endpoint_url, t) == await asyncio.to_thread(
         _items, region_a.endpoint_url, s
@@ -161,8 +161,8 @@ async def _refused_then_fixed(proxy: FaultProxy, cfg: Config, metrics: Metrics, 
     async with _running(cfg, metrics):
         await asyncio.to_thread(_put_many, str(cfg.source.endpoint_url), s, range(20))
         await _until(lambda: proxy.faulted >= 23, "probes of the refusing target")
-        assert _value(metrics, "replicator_target_unavailable", code=code) == 1
-        assert _value(metrics, "replicator_dead_letters_total") == 0
+        assert _value(metrics, "replicator_target_unavailable", target="us-west-2", code=code) == 1
+        assert _value(metrics, "replicator_dead_letters_total", target="us-west-2") == 0
         assert _outcomes(metrics) == {}
         proxy.fault = None
         await _until(_all_accounted(metrics, 20), "every record read reaching an outcome")
@@ -183,7 +183,7 @@ async def test_lean_path_truncated_answers_are_retried(
         proxy.fault = None
         await _until(_all_accounted(metrics, 10), "every record read reaching an outcome")
     assert _outcomes(metrics) == {"replicated": 10}
-    assert _value(metrics, "replicator_retries_total", operation="PutItem") >= 20
+    assert _value(metrics, "replicator_retries_total", target="us-west-2", operation="PutItem") >= 20
     assert sum(s.value for s in metrics.target_unavailable.collect()[0].samples) == 0
     assert _dead_letters(tmp_path) == []
 
@@ -202,17 +202,19 @@ async def test_broken_target_table_holds_until_fixed(broken: str, region_a, regi
         await asyncio.to_thread(_recreate, region_b.endpoint_url, t, hash_key="" if broken == "deleted" else "id")
         await asyncio.to_thread(_put_many, region_a.endpoint_url, s, range(5, 25))
         await _until(
-            lambda: _value(metrics, "replicator_target_errors_total", scope="target", code=code) >= 25,
+            lambda: (
+                _value(metrics, "replicator_target_errors_total", target="us-west-2", scope="target", code=code) >= 25
+            ),
             "probes of the broken table",
         )
-        assert _value(metrics, "replicator_target_unavailable", code=code) == 1
+        assert _value(metrics, "replicator_target_unavailable", target="us-west-2", code=code) == 1
         assert _outcomes(metrics) == {"replicated": 5}
         await asyncio.to_thread(_recreate, region_b.endpoint_url, t)
         await _until(_all_accounted(metrics, 25), "every record read reaching an outcome")
     assert _outcomes(metrics) == {"replicated": 25}
-    assert _value(metrics, "replicator_dead_letters_total") == 0
+    assert _value(metrics, "replicator_dead_letters_total", target="us-west-2") == 0
     assert _dead_letters(tmp_path) == []
-    assert _value(metrics, "replicator_target_unavailable", code=code) == 0
+    assert _value(metrics, "replicator_target_unavailable", target="us-west-2", code=code) == 0
     # The table was emptied by the fix: the records held during the outage are all in it.
     target = await asyncio.to_thread(_items, region_b.endpoint_url, t)
     assert sorted(target) == [f"k{i:03d}" for i in range(5, 25)]
@@ -232,7 +234,9 @@ async def test_records_near_retention_are_dead_lettered_with_content_while_the_t
         await asyncio.to_thread(_recreate, region_b.endpoint_url, t, hash_key="")
         await asyncio.to_thread(_put_many, source.endpoint_url, s, range(6))
         await _until(_all_accounted(metrics, 6), "every record read reaching an outcome")
-        assert _value(metrics, "replicator_target_unavailable", code="ResourceNotFoundException") == 1
+        assert (
+            _value(metrics, "replicator_target_unavailable", target="us-west-2", code="ResourceNotFoundException") == 1
+        )
     assert _outcomes(metrics) == {"dead_lettered": 6}
     letters = _dead_letters(tmp_path)
     assert sorted(d["record"]["dynamodb"]["NewImage"]["v"]["N"] for d in letters) == [str(i) for i in range(6)]

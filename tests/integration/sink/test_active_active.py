@@ -292,15 +292,18 @@ async def test_replay_and_redrive_never_regress(pair: Pair) -> None:
 
         def read_everything() -> bool:
             total = sum(
-                metrics.registry.get_sample_value("replicator_records_total", {"outcome": o}) or 0 for o in OUTCOMES
+                metrics.registry.get_sample_value("replicator_records_total", {"target": B, "outcome": o}) or 0
+                for o in OUTCOMES
             )
             return total >= len(source_records)
 
         await until(read_everything, message="the replay to finish")
-        superseded = metrics.registry.get_sample_value("replicator_records_total", {"outcome": "superseded"})
+        superseded = metrics.registry.get_sample_value(
+            "replicator_records_total", {"target": B, "outcome": "superseded"}
+        )
         assert superseded is not None
         assert superseded > 0
-        assert metrics.registry.get_sample_value("replicator_conflicts_total") == superseded
+        assert metrics.registry.get_sample_value("replicator_conflicts_total", {"target": B}) == superseded
     assert {k: live(v) for k, v in pair.scan(B).items()} == before
 
     # Redrive: the first put of r1 and r2 (older than what B holds), processed again.

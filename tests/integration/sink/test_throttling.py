@@ -48,7 +48,7 @@ async def test_worker_converges_through_a_throttling_target(
         cfg = base.model_copy(update={"target": capped, "targets": [capped]})
         async with running(cfg, metrics=metrics):
             await wait_until(
-                lambda: sample(metrics, "replicator_records_total", outcome="replicated") >= ITEMS,
+                lambda: sample(metrics, "replicator_records_total", target="eu-west-1", outcome="replicated") >= ITEMS,
                 timeout_s=240,
                 what=f"{ITEMS} records replicated through the throttling proxy",
             )
@@ -58,9 +58,9 @@ async def test_worker_converges_through_a_throttling_target(
     assert all(items[f"k{i:04d}"]["v"] == {"N": str(i)} for i in range(ITEMS))
     assert accepted == ITEMS
     # Every 400 the proxy answered reached the retry loop as a throttle of PutItem, and was retried.
-    assert sample(metrics, "replicator_throttles_total", operation="PutItem") == throttled
+    assert sample(metrics, "replicator_throttles_total", target="eu-west-1", operation="PutItem") == throttled
     if max_writes_per_s is None:
         # The first page fires far more than the proxy's burst of 5: throttles are certain, and the gate
         # cut the shared window (recovering to 64 would take ~1,000 successes, more than this run has).
         assert throttled > 0
-        assert 0 < sample(metrics, "replicator_target_concurrency_limit") < 64
+        assert 0 < sample(metrics, "replicator_target_concurrency_limit", target="eu-west-1") < 64

@@ -171,7 +171,7 @@ async def test_kinesis_source_replicates_duplicates_reordering_and_reshards(  # 
         assert "zz-foreign" not in got
         registry = replicator.metrics.registry
         lost = sum(
-            registry.get_sample_value("replicator_records_total", {"outcome": outcome}) or 0
+            registry.get_sample_value("replicator_records_total", {"target": "us-west-2", "outcome": outcome}) or 0
             for outcome in ("collapsed", "superseded")
         )
         # 5 duplicates and the late, older k05 change lost last-writer-wins (in the batch or at the target).

@@ -15,7 +15,7 @@ def _error(code: str, status: int) -> ClientError:
 
 
 def _value(metrics: Metrics, name: str, operation: str) -> float:
-    value = metrics.registry.get_sample_value(name, {"operation": operation})
+    value = metrics.registry.get_sample_value(name, {"target": metrics.target, "operation": operation})
     return value or 0.0
 
 

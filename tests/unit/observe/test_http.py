@@ -82,7 +82,7 @@ async def test_metrics_serves_prometheus_text_with_current_ages(
     """A scrape parses as Prometheus text and shows ages computed at scrape time."""
     state.set_state("s1", "reading")
     state.read("s1", newest_created_us=int((T0 - 5) * 1_000_000))
-    state.metrics.records.labels(outcome="replicated").inc(4)
+    state.metrics.for_target("eu-west-1").records.labels(outcome="replicated").inc(4)
     clock.now += 10
     status, content_type, body = await _get(server, "/metrics")
     assert status == 200
@@ -90,7 +90,7 @@ async def test_metrics_serves_prometheus_text_with_current_ages(
     samples = _samples(body)
     assert samples[("replicator_iterator_age_seconds", (("shard", "s1"),))] == 15
     assert samples[("replicator_checkpoint_age_seconds", (("shard", "s1"),))] == 10
-    assert samples[("replicator_records_total", (("outcome", "replicated"),))] == 4
+    assert samples[("replicator_records_total", (("outcome", "replicated"), ("target", "eu-west-1")))] == 4
     assert samples[("replicator_shards", (("state", "reading"),))] == 1
     clock.now += 20
     _, _, body = await _get(server, "/metrics")

@@ -218,13 +218,14 @@ async def _until(predicate: Any, timeout_s: float = 2.0) -> None:
 def test_every_series_family_is_exported_from_the_start() -> None:
     """Outcomes, shard states and GetRecords results start at 0, so rate() and alerts see them at once."""
     metrics = Metrics()
+    metrics.for_target("eu-west-1")  # a target's series: from when its processor is built (build_processor)
     for outcome in OUTCOMES:
-        assert _value(metrics, "replicator_records_total", outcome=outcome) == 0
+        assert _value(metrics, "replicator_records_total", target="eu-west-1", outcome=outcome) == 0
     for state in SHARD_STATES:
         assert _value(metrics, "replicator_shards", state=state) == 0
     assert _value(metrics, "replicator_get_records_calls_total", result="records") == 0
     assert _value(metrics, "replicator_get_records_calls_total", result="empty") == 0
-    assert _value(metrics, "replicator_dead_letters_total") == 0
+    assert _value(metrics, "replicator_dead_letters_total", target="eu-west-1") == 0
 
 
 def test_no_label_carries_item_contents(tmp_path: Path) -> None:
@@ -327,7 +328,7 @@ def test_closed_shard_drops_gauges_at_once_and_counters_after_grace() -> None:
     state.read("s1", newest_created_us=int((T0 - 5) * 1_000_000))
     state.checkpointed("s1", "100")
     metrics.records_read.labels(shard="s1").inc(3)
-    metrics.records_written.labels(shard="s1").inc(2)
+    metrics.for_target("eu-west-1").records_written.labels(shard="s1").inc(2)
     state.set_state("s1", "closed")
     for gauge in (
         "replicator_iterator_age_seconds",
@@ -338,11 +339,11 @@ def test_closed_shard_drops_gauges_at_once_and_counters_after_grace() -> None:
     assert _value(metrics, "replicator_records_read_total", shard="s1") == 3
     clock.now += 59
     state.refresh_gauges()
-    assert _value(metrics, "replicator_records_written_total", shard="s1") == 2
+    assert _value(metrics, "replicator_records_written_total", target="eu-west-1", shard="s1") == 2
     clock.now += 1
     state.refresh_gauges()
     assert _value(metrics, "replicator_records_read_total", shard="s1") is None
-    assert _value(metrics, "replicator_records_written_total", shard="s1") is None
+    assert _value(metrics, "replicator_records_written_total", target="eu-west-1", shard="s1") is None
     assert _value(metrics, "replicator_shards", state="closed") == 1
 
 
@@ -377,7 +378,7 @@ async def test_reader_counts_get_records_calls_and_reads(tmp_path: Path) -> None
     assert h.value("replicator_get_records_calls_total", result="records") == 1
     assert h.value("replicator_get_records_calls_total", result="empty") == 0
     assert h.value("replicator_records_read_total", shard="full") == 3
-    assert h.value("replicator_records_written_total", shard="full") == 3
+    assert h.value("replicator_records_written_total", target="eu-west-1", shard="full") == 3
     assert await h.reader("empty").run() == "shard_end"
     assert h.value("replicator_get_records_calls_total", result="records") == 1
     assert h.value("replicator_get_records_calls_total", result="empty") == 1
@@ -402,7 +403,7 @@ async def test_reader_iterator_age_tracks_stuck_batch_then_caught_up(tmp_path: P
         target.gate.set()
         await _until(lambda: h.value("replicator_iterator_age_seconds", shard="s1") == 0)
         assert h.value("replicator_checkpoint_age_seconds", shard="s1") == 0
-        assert h.value("replicator_records_total", outcome="replicated") == 1
+        assert h.value("replicator_records_total", target="eu-west-1", outcome="replicated") == 1
         assert h.state.not_ready(timeout_s=60) == []
     finally:
         h.stop.set()
@@ -445,14 +446,14 @@ async def test_outcomes_sum_to_records_read(tmp_path: Path) -> None:
         "ttl_skipped": 0,
     }
     for outcome, n in expected.items():
-        assert h.value("replicator_records_total", outcome=outcome) == n, outcome
+        assert h.value("replicator_records_total", target="eu-west-1", outcome=outcome) == n, outcome
     assert sum(expected.values()) == h.value("replicator_records_read_total", shard="s1") == 6
-    assert h.value("replicator_conflicts_total") == 1
-    assert h.value("replicator_dead_letters_total") == 1
+    assert h.value("replicator_conflicts_total", target="eu-west-1") == 1
+    assert h.value("replicator_dead_letters_total", target="eu-west-1") == 1
     assert [name for _, name in dead.sent] == ["RecordRejectedError"]
-    assert h.value("replicator_records_written_total", shard="s1") == 1
-    assert h.value("replicator_batch_records_count") == 1
-    assert h.value("replicator_batch_records_sum") == 6
+    assert h.value("replicator_records_written_total", target="eu-west-1", shard="s1") == 1
+    assert h.value("replicator_batch_records_count", target="eu-west-1") == 1
+    assert h.value("replicator_batch_records_sum", target="eu-west-1") == 6
 
 
 async def test_retries_and_throttles_by_operation(tmp_path: Path) -> None:
@@ -462,10 +463,10 @@ async def test_retries_and_throttles_by_operation(tmp_path: Path) -> None:
     h.stream.put("s1", "k", 1)
     h.stream.close("s1")
     assert await h.reader("s1").run() == "shard_end"
-    assert h.value("replicator_retries_total", operation="PutItem") == 2
-    assert h.value("replicator_throttles_total", operation="PutItem") == 1
-    assert h.value("replicator_retries_total", operation="GetRecords") is None
-    assert h.value("replicator_records_total", outcome="replicated") == 1
+    assert h.value("replicator_retries_total", target="eu-west-1", operation="PutItem") == 2
+    assert h.value("replicator_throttles_total", target="eu-west-1", operation="PutItem") == 1
+    assert h.value("replicator_retries_total", target="", operation="GetRecords") is None
+    assert h.value("replicator_records_total", target="eu-west-1", outcome="replicated") == 1
 
 
 async def test_replication_latency_is_creation_to_write_acknowledged(tmp_path: Path) -> None:
@@ -486,10 +487,10 @@ async def test_replication_latency_is_creation_to_write_acknowledged(tmp_path: P
 
     h.target.put_item = put_item  # type: ignore[method-assign]
     assert await h.reader("s1").run() == "shard_end"
-    assert h.value("replicator_replication_latency_seconds_count") == 1
-    assert h.value("replicator_replication_latency_seconds_sum") == 2.5
-    assert h.value("replicator_replication_latency_seconds_bucket", le="2.0") == 0
-    assert h.value("replicator_replication_latency_seconds_bucket", le="3.0") == 1
+    assert h.value("replicator_replication_latency_seconds_count", target="eu-west-1") == 1
+    assert h.value("replicator_replication_latency_seconds_sum", target="eu-west-1") == 2.5
+    assert h.value("replicator_replication_latency_seconds_bucket", target="eu-west-1", le="2.0") == 0
+    assert h.value("replicator_replication_latency_seconds_bucket", target="eu-west-1", le="3.0") == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +498,7 @@ async def test_replication_latency_is_creation_to_write_acknowledged(tmp_path: P
 
 
 async def test_service_build_info_and_closed_parent_series(tmp_path: Path) -> None:
-    """The service exports build info; after a parent closes its gauges go and the child reads."""
+    """The service exports build info and its target's outcomes; a closed parent's gauges go, the child reads."""
     cfg = _config(tmp_path)
     stream = ScriptedStream()
     stream.add_shard("parent")
@@ -530,6 +531,10 @@ async def test_service_build_info_and_closed_parent_series(tmp_path: Path) -> No
         assert _value(metrics, "replicator_iterator_age_seconds", shard="parent") is None
         assert _value(metrics, "replicator_iterator_age_seconds", shard="child") == 0
         assert _value(metrics, "replicator_records_read_total", shard="parent") == 1
+        # The service's processor records under its target's region; the worker itself under no target.
+        assert _value(metrics, "replicator_records_total", target="eu-west-1", outcome="replicated") == 2
+        assert _value(metrics, "replicator_records_total", target="eu-west-1", outcome="dead_lettered") == 0
+        assert _value(metrics, "replicator_records_total", target="", outcome="replicated") is None
     finally:
         replicator.stop()
         await task
@@ -560,25 +565,30 @@ def test_progressed_keeps_its_older_meaning(age: float) -> None:
 def test_no_created_series_by_default() -> None:
     """Counters and histograms export no _created series unless asked: the exact exposition of one counter."""
     metrics = Metrics()
-    metrics.conflicts.inc()
+    metrics.for_target("eu-west-1").conflicts.inc()
     text = generate_latest(metrics.registry).decode()
     assert "_created" not in text
     lines = text.splitlines()
-    start = lines.index("# HELP replicator_conflicts_total Conditional writes that lost last-writer-wins (superseded).")
+    help_line = (
+        "# HELP replicator_conflicts_total Conditional writes that lost last-writer-wins (superseded), per target."
+    )
+    start = lines.index(help_line)
     assert lines[start : start + 3] == [
-        "# HELP replicator_conflicts_total Conditional writes that lost last-writer-wins (superseded).",
+        help_line,
         "# TYPE replicator_conflicts_total counter",
-        "replicator_conflicts_total 1.0",
+        'replicator_conflicts_total{target="eu-west-1"} 1.0',
     ]
 
 
 def test_created_series_on_request() -> None:
-    """metrics.created_series in the config brings them back on the service's registry."""
+    """metrics.created_series in the config brings them back on the service's registry (a target's too)."""
     cfg = Config(
         source={"region": "us-east-1", "table": "src"},
         target={"region": "eu-west-1", "table": "dst"},
         metrics={"created_series": True},
     )
-    text = generate_latest(Replicator(cfg).metrics.registry).decode()
-    assert "replicator_conflicts_created " in text
-    assert 'replicator_records_created{outcome="replicated"} ' in text
+    metrics = Replicator(cfg).metrics
+    metrics.for_target("eu-west-1")  # what the service's build_processor does for its target
+    text = generate_latest(metrics.registry).decode()
+    assert 'replicator_conflicts_created{target="eu-west-1"} ' in text
+    assert 'replicator_records_created{outcome="replicated",target="eu-west-1"} ' in text

@@ -143,12 +143,13 @@ def _processor(target: Target, sink: Sink | None, metrics: Metrics, **env: str) 
         },
     )
     processor = build_processor(cfg, target_client=TargetClient(target), metrics=metrics, dead_letters=sink)
-    processor.target = TargetHealth(metrics=metrics, policy=FAST)
+    processor.target = TargetHealth(metrics=processor.metrics, policy=FAST)
     return processor
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+    # Every metric read here is the target's: under its region (target.region, no name).
+    return metrics.registry.get_sample_value(name, {"target": "us-west-2", **labels}) or 0.0
 
 
 @pytest.mark.parametrize(

@@ -395,7 +395,7 @@ async def test_conditional_check_failed_is_superseded():
 async def test_superseded_counts_a_conflict_and_is_not_retried():
     """The processor counts a lost condition in ``conflicts`` and does not write again."""
     client = RecordingClient(client_error("ConditionalCheckFailedException"))
-    metrics = Metrics()
+    metrics = Metrics().for_target("eu-west-1")
     processor = BatchProcessor(
         pipeline=Pipeline(replication=PLAIN_CFG, origin_region="us-east-1", filters=_no_filters(), transforms=[]),
         writer=writer(client=client),
@@ -406,7 +406,7 @@ async def test_superseded_counts_a_conflict_and_is_not_retried():
     result = await processor.process([record("INSERT", new=img(a={"S": "x"}))])
     assert result.outcomes["superseded"] == 1
     assert len(client.calls) == 1
-    assert metrics.registry.get_sample_value("replicator_conflicts_total") == 1
+    assert metrics.registry.get_sample_value("replicator_conflicts_total", {"target": "eu-west-1"}) == 1
 
 
 async def test_source_tombstone_written_for_deletes_only():

@@ -10,6 +10,9 @@ from botocore.exceptions import ClientError
 from replicator.observe.metrics import Metrics
 from replicator.sink.ratelimit import AdaptiveRate, AimdLimit, TokenBucket, WriteGate
 
+EU = {"target": "eu-west-1"}
+"""The labels of the gate's own target: every gate is one target's (``Metrics.for_target``)."""
+
 
 def _throttle() -> ClientError:
     return ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "PutItem")
@@ -93,9 +96,9 @@ def test_token_bucket_needs_a_positive_rate() -> None:
 
 async def test_gate_cuts_the_shared_limit_on_throttles_and_publishes_it() -> None:
     """Throttled attempts cut the limit (gauge follows); successes grow it back; in-flight never exceeds it."""
-    metrics = Metrics()
+    metrics = Metrics().for_target("eu-west-1")
     gate = WriteGate(max_concurrent_writes=20, metrics=metrics)
-    assert metrics.registry.get_sample_value("replicator_target_concurrency_limit") == 20
+    assert metrics.registry.get_sample_value("replicator_target_concurrency_limit", EU) == 20
     peak = 0
 
     async def write(*, throttled: bool) -> str:
@@ -111,17 +114,17 @@ async def test_gate_cuts_the_shared_limit_on_throttles_and_publishes_it() -> Non
     )
     assert all(isinstance(r, ClientError) for r in results)
     assert gate.limit == 14  # one cut for twenty writes started together
-    assert metrics.registry.get_sample_value("replicator_target_concurrency_limit") == 14
+    assert metrics.registry.get_sample_value("replicator_target_concurrency_limit", EU) == 14
     results = await asyncio.gather(*(gate.run(lambda: write(throttled=False)) for _ in range(200)))
     assert results == ["ok"] * 200
     assert peak <= 20
     assert gate.limit == 20
-    assert metrics.registry.get_sample_value("replicator_target_concurrency_limit") == 20
+    assert metrics.registry.get_sample_value("replicator_target_concurrency_limit", EU) == 20
 
 
 async def test_gate_admits_no_more_than_the_limit_at_once() -> None:
     """With the limit cut to 1, writes never exceed the (growing) limit; the others' wait is counted."""
-    metrics = Metrics()
+    metrics = Metrics().for_target("eu-west-1")
     clock = _FakeClock()
     gate = WriteGate(max_concurrent_writes=4, metrics=metrics, clock=clock, sleep=clock.sleep)
     for _ in range(10):
@@ -138,7 +141,7 @@ async def test_gate_admits_no_more_than_the_limit_at_once() -> None:
     await asyncio.gather(*(gate.run(write) for _ in range(4)))
     assert over == []
     # The first runs alone (limit 1); its success lifts the limit to 2, so the other three wait for it.
-    waited = metrics.registry.get_sample_value("replicator_target_write_wait_seconds_total")
+    waited = metrics.registry.get_sample_value("replicator_target_write_wait_seconds_total", EU)
     assert waited is not None
     assert waited >= 3 * 0.5
 
