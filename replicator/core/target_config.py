@@ -101,8 +101,12 @@ def one_of_target_or_targets(data: object) -> object:
         return data
     has_target, targets = "target" in data, data.get("targets")
     if has_target and targets is not None:
+        # A dump of a validated Config (model_dump) holds both: targets[0] is target. With one target, an
+        # edited target (a dump updated, an environment variable) is what is meant.
+        if isinstance(targets, list) and len(targets) == 1:
+            return {**data, "targets": [data["target"]]}
         if isinstance(targets, list) and targets and _same(targets[0], data["target"]):
-            return data  # a dump of a validated Config (model_dump): targets[0] is target
+            return data
         raise ValueError("give target (one table) or targets (a list of tables), not both")
     if has_target:
         return {**data, "targets": [data["target"]]}

@@ -18,7 +18,7 @@ import structlog
 
 from replicator.core.errors import StreamConfigError
 from replicator.core.stream_view import check_view_type
-from replicator.observe.emf import counter_totals, summary_line
+from replicator.observe.emf import counter_totals, summary_line, target_lines, target_totals
 from replicator.runtime.lambda_function.batches import process_event
 from replicator.runtime.lambda_function.environment import environment, is_warm
 
@@ -64,6 +64,7 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
         check_view_types(raw_records, env.cfg)
         budget_s = invocation_budget_s(context)
         before = counter_totals(env.metrics)
+        before_by_target = target_totals(env.metrics) if env.cfg.fan_out else {}
         outcome = env.loop.run_until_complete(process_event(env.event_processor(), raw_records, budget_s=budget_s))
         after = counter_totals(env.metrics)
         line = summary_line(
@@ -83,7 +84,16 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
             line["targets"] = {t: dict(counts) for t, counts in outcome.by_target.items()}
             if outcome.failed_target is not None:
                 line["retry_for_target"] = outcome.failed_target
-        sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+        lines = [line]
+        if env.cfg.fan_out:
+            # One more EMF document per target, with a Target dimension: CloudWatch graphs each target apart.
+            lines += target_lines(
+                before_by_target,
+                target_totals(env.metrics),
+                function_name=_function_name(context),
+                request_id=request_id,
+            )
+        sys.stdout.write("".join(json.dumps(x, separators=(",", ":")) + "\n" for x in lines))
         sys.stdout.flush()
         if outcome.failed_index is None:
             return {"batchItemFailures": []}

@@ -55,8 +55,12 @@ def fan_out(
     structlog.reset_defaults()
 
 
+def _emf(out: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in out.splitlines() if x.startswith("{") and '"_aws"' in x]
+
+
 def _summary(out: str) -> dict[str, Any]:
-    (line,) = [json.loads(x) for x in out.splitlines() if x.startswith("{") and '"_aws"' in x]
+    (line,) = [x for x in _emf(out) if x["event"] == "lambda_batch"]
     summary: dict[str, Any] = line
     return summary
 
@@ -87,7 +91,13 @@ def test_a_record_one_target_fails_is_retried_while_the_other_has_it(
     assert response == {"batchItemFailures": [{"itemIdentifier": poison_seq}]}
     assert live_items(region_b, one) == live_items(region_a, source)
     assert live_items(region_b, two)["p"]["v"] == {"N": "1"}
-    summary = _summary(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    by_target = {x["Target"]: x for x in _emf(out) if x["event"] == "lambda_target_batch"}
+    assert by_target["one"]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["FunctionName", "Target"]]
+    summary = _summary(out)
+    for target in ("one", "two"):
+        # Each target's own EMF document counts what the summary line's per-target counts say.
+        assert by_target[target]["replicated"] == summary["targets"][target].get("replicated", 0)
     assert summary["retry_for_target"] == "two"
     assert summary["error"] == "PoisonRecordError"
     assert summary["target_table"] == f"{one},{two}"

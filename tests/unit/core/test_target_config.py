@@ -61,7 +61,10 @@ def test_for_target_replaces_filters_and_transforms_with_the_targets_own() -> No
         ({}, "target\n  Field required"),
         ({"targets": []}, "targets is empty"),
         (
-            {"target": {"region": "eu-west-1", "table": "orders"}, "targets": [{"region": "x", "table": "orders"}]},
+            {
+                "target": {"region": "eu-west-1", "table": "orders"},
+                "targets": [{"region": "x", "table": "orders"}, {"region": "y", "table": "orders"}],
+            },
             "not both",
         ),
         (
@@ -113,3 +116,5 @@ def test_a_dump_of_a_config_validates_again() -> None:
     assert Config(**cfg.model_dump()) == cfg
     single = _config(target={"region": "eu-west-1", "table": "orders"})
     assert Config(**single.model_dump()) == single
+    edited = Config(**{**single.model_dump(), "target": {"region": "eu-west-1", "table": "other"}})
+    assert [t.table for t in edited.targets] == ["other"]
