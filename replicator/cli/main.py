@@ -78,7 +78,14 @@ async def _run_service(replicator: object) -> None:
 
 @main.command()
 @click.option("--duration", "duration_s", type=float, default=20.0, show_default=True, help="Seconds of live traffic.")
-@click.option("--rate", "rate_per_s", type=float, default=50.0, show_default=True, help="Source writes per second.")
+@click.option(
+    "--rate",
+    "rate_per_s",
+    type=float,
+    default=50.0,
+    show_default=True,
+    help="Source writes per second (--regions 3: over all three).",
+)
 @click.option("--keys", type=int, default=200, show_default=True, help="Distinct item keys in the workload.")
 @click.option(
     "--regions",
