@@ -19,10 +19,13 @@ import pytest
 from botocore.exceptions import ClientError
 from replicator_dev.local.common import create_table
 
+from replicator.aws.clients import open_clients
 from replicator.core.config import Config
+from replicator.core.records import from_stream_record
 from replicator.observe.metrics import Metrics
 from replicator.ops.verify import verify
 from replicator.runtime.service import Replicator
+from replicator.runtime.wiring import build_processor
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -314,3 +317,57 @@ def report_cost(mesh: Mesh, written: dict[str, int], counts: dict[str, int]) -> 
         figures[name] = sum(sample_sum(mesh.metrics[r], sample, **labels) for r in REGIONS)
     for name, value in figures.items():
         print(f"mesh cost: {name}: {value:.0f} ({value / total_writes:.2f} per application write)")  # noqa: T201 - shown with -s, quoted in docs/topologies.md
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known bug: an application REMOVE of a tombstone is classified tombstone_gc (as if TTL removed it), "
+    "so the region loses the tombstone and an older change can revive the key there only",
+)
+async def test_application_delete_of_a_tombstone_keeps_the_key_deleted_everywhere(mesh: Mesh) -> None:
+    """An application delete landing on a tombstone (racing a replicated delete) must not let a replay revive the key.
+
+    The race: the application in A reads B's item live at ``updatedAt = T`` and deletes it with the guard
+    ``updatedAt = T``; meanwhile B's delete of its own write arrives and turns the item into a tombstone,
+    which keeps ``updatedAt = T``, so the guard passes and the application's delete removes the tombstone.
+    Its REMOVE record looks like TTL collecting a tombstone (``tombstone_gc``) and is not replicated, and
+    A is left without the tombstone that stops an older change from coming back.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        for region in REGIONS:
+            await stack.enter_async_context(running(mesh.cfg[region], mesh.metrics[region]))
+        assert mesh.write(C, "k", "put", 1)  # an older version, made in C
+        await until(lambda: live(mesh.get(A, "k")) is not None and live(mesh.get(B, "k")) is not None, 30, "C's put")
+        assert mesh.write(B, "k", "put", 2)  # T, made in B
+        await until(lambda: (live(mesh.get(A, "k")) or {}).get("a") == {"N": "2"}, 30, "B's put in A")
+        deleted_ts = mesh.get(A, "k")["updatedAt"]  # type: ignore[index]
+        # B deletes its own write: the delete keeps its timestamp T, and so does the tombstone in A.
+        assert mesh.write(B, "k", "delete", 0)
+        await until(lambda: DELETED in (mesh.get(A, "k") or {}), 30, "B's delete in A")
+        # The application in A, having read the item live at T, deletes it under its guard.
+        mesh.client[A].delete_item(
+            TableName=mesh.table[A],
+            Key={"pk": {"S": "k"}},
+            ConditionExpression="updatedAt = :old",
+            ExpressionAttributeValues={":old": deleted_ts},
+        )
+        await until(mesh.quiescent, 60, "every worker to settle its whole stream")
+
+    # A replay of C's old put (a lost checkpoint, a redrive: at-least-once delivery allows it) loses to the
+    # delete in B and C; it must lose in A too.
+    old_put = next(r for r in mesh.stream_records(C) if r["eventName"] == "INSERT" and by_application(r))
+    cfg = mesh.cfg[C]
+    async with contextlib.AsyncExitStack() as stack:
+        clients = await open_clients(stack, cfg)
+        for target in cfg.targets:
+            processor = build_processor(
+                cfg.for_target(target),
+                target_client=clients.target_clients(cfg)[target.target_id],
+                metrics=Metrics(),
+                dead_letters=None,
+                source_client=clients.source,
+            )
+            await processor.process([from_stream_record(old_put, shard_id="s", stream_arn="arn")])
+    views = {region: live(mesh.get(region, "k")) for region in REGIONS}
+    assert views == dict.fromkeys(REGIONS), views
