@@ -116,10 +116,13 @@ class Mesh:
                 if op == "delete":
                     if not is_live:
                         return False
+                    # Not on a tombstone that arrived since the read: it keeps the timestamp, and deleting
+                    # it loses the delete's protection (test_application_delete_of_a_tombstone_...).
                     client.delete_item(
                         TableName=table,
                         Key={"pk": {"S": pk}},
-                        ConditionExpression="updatedAt = :old",
+                        ConditionExpression="updatedAt = :old AND attribute_not_exists(#del)",
+                        ExpressionAttributeNames={"#del": DELETED},
                         ExpressionAttributeValues={":old": {"N": str(old_ts)}},
                     )
                 elif op == "update" and is_live:
