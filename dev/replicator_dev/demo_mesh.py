@@ -146,7 +146,9 @@ class _Mesh:
                     client.delete_item(
                         TableName=TABLE,
                         Key=key,
-                        ConditionExpression=f"{TIMESTAMP} = :old",
+                        # Not a tombstone that arrived since the read (docs/topologies.md, "Known gap").
+                        ConditionExpression=f"{TIMESTAMP} = :old AND attribute_not_exists(#del)",
+                        ExpressionAttributeNames={"#del": "_rep_deleted"},
                         ExpressionAttributeValues={":old": {"N": str(old_ts)}},
                     )
                     return "delete"
