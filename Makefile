@@ -50,8 +50,10 @@ deps: venv dynamodb-local apt-tools
 test: deps lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# make demo REGIONS=3: an active-active mesh of three local regions instead of one-way replication.
+REGIONS ?= 2
 demo: deps
-	$(VENV)/bin/replicator demo
+	$(VENV)/bin/replicator demo --regions $(REGIONS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -25,6 +25,7 @@ from replicator.core.config import Config
 from replicator.observe.metrics import Metrics
 from replicator.ops.compare import compare_items, scan_items
 from replicator.runtime.service import Replicator
+from replicator_dev.demo_mesh import MESH_REGIONS, run_mesh_demo
 from replicator_dev.local.common import create_table, exit_on_sigterm, local_client
 from replicator_dev.local.dynamodb_local import DynamoDBLocal
 from replicator_dev.local.install import ensure_installed
@@ -33,10 +34,14 @@ SOURCE_REGION = "us-east-1"
 TARGET_REGION = "eu-west-1"
 TABLE = "Orders"
 PROBE_KEY_PREFIX = "probe#"
+MESH_REGION_COUNT = len(MESH_REGIONS)
 
 
-def run_demo(*, duration_s: float, rate_per_s: float, keys: int) -> int:
-    """Run the demo; return the process exit code (0: target equals source)."""
+def run_demo(*, duration_s: float, rate_per_s: float, keys: int, regions: int = 2) -> int:
+    """Run the demo; return the process exit code (0: target equals source).
+
+    ``regions`` 3: a full active-active mesh of three regions instead (``demo_mesh``).
+    """
     console = Console()
     exit_on_sigterm()  # a SIGTERM must still run the cleanup that stops the DynamoDB Local processes
     # DynamoDB Local accepts any credentials; the demo must not need (or touch) real ones.
@@ -46,6 +51,9 @@ def run_demo(*, duration_s: float, rate_per_s: float, keys: int) -> int:
     os.environ.pop("AWS_PROFILE", None)
     console.print("[bold]replicator demo[/]: installing DynamoDB Local if needed ...")
     ensure_installed()
+    if regions == MESH_REGION_COUNT:
+        with tempfile.TemporaryDirectory(prefix="replicator-demo-") as tmp:
+            return run_mesh_demo(console, Path(tmp), duration_s=duration_s, rate_per_s=rate_per_s, keys=keys)
     with (
         tempfile.TemporaryDirectory(prefix="replicator-demo-") as tmp,
         DynamoDBLocal(region_name=SOURCE_REGION) as source,

@@ -78,10 +78,24 @@ async def _run_service(replicator: object) -> None:
 
 @main.command()
 @click.option("--duration", "duration_s", type=float, default=20.0, show_default=True, help="Seconds of live traffic.")
-@click.option("--rate", "rate_per_s", type=float, default=50.0, show_default=True, help="Source writes per second.")
+@click.option(
+    "--rate",
+    "rate_per_s",
+    type=float,
+    default=50.0,
+    show_default=True,
+    help="Source writes per second (--regions 3: over all three).",
+)
 @click.option("--keys", type=int, default=200, show_default=True, help="Distinct item keys in the workload.")
-def demo(duration_s: float, rate_per_s: float, keys: int) -> None:
-    """Two local regions on DynamoDB Local, live traffic, replication with lag shown, convergence checked."""
+@click.option(
+    "--regions",
+    type=click.Choice(["2", "3"]),
+    default="2",
+    show_default=True,
+    help="2: one-way, source to target. 3: an active-active mesh, one worker per region writing to the other two.",
+)
+def demo(duration_s: float, rate_per_s: float, keys: int, regions: str) -> None:
+    """Local regions on DynamoDB Local, live traffic, replication with lag shown, convergence checked."""
     try:
         from replicator_dev.demo import run_demo  # noqa: PLC0415 - the dev package is not in the image or zip
     except ModuleNotFoundError as exc:
@@ -90,7 +104,7 @@ def demo(duration_s: float, rate_per_s: float, keys: int) -> None:
         click.echo("error: the demo needs the development package: pip install -e ./dev (make demo does it)", err=True)
         sys.exit(2)
 
-    sys.exit(run_demo(duration_s=duration_s, rate_per_s=rate_per_s, keys=keys))
+    sys.exit(run_demo(duration_s=duration_s, rate_per_s=rate_per_s, keys=keys, regions=int(regions)))
 
 
 @main.command("config-schema")

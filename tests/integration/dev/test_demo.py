@@ -23,3 +23,18 @@ def test_short_demo_converges_and_exits_zero() -> None:
     replicated = [int(n) for n in re.findall(r"\breplicated\b\W+(\d+)", result.stdout)]
     assert replicated, result.stdout[-3000:]
     assert replicated[-1] > 0, result.stdout[-3000:]
+
+
+def test_three_region_mesh_demo_converges_and_exits_zero() -> None:
+    """`demo --regions 3` (a smoke run): three regions write and replicate to each other, lag per target, converged."""
+    result = subprocess.run(
+        [sys.executable, "-m", "replicator", "demo", "--regions", "3", "--duration", "3", "--rate", "15"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "converged: all 3 regions" in result.stdout
+    assert "us-east-1 → eu-west-1" in result.stdout
+    assert "per application write" in result.stdout
