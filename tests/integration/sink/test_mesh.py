@@ -322,20 +322,14 @@ def report_cost(mesh: Mesh, written: dict[str, int], counts: dict[str, int]) -> 
         print(f"mesh cost: {name}: {value:.0f} ({value / total_writes:.2f} per application write)")  # noqa: T201 - shown with -s, quoted in docs/topologies.md
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug: an application REMOVE of a tombstone is classified tombstone_gc (as if TTL removed it), "
-    "so the region loses the tombstone and an older change can revive the key there only",
-)
 async def test_application_delete_of_a_tombstone_keeps_the_key_deleted_everywhere(mesh: Mesh) -> None:
     """An application delete landing on a tombstone (racing a replicated delete) must not let a replay revive the key.
 
     The race: the application in A reads B's item live at ``updatedAt = T`` and deletes it with the guard
     ``updatedAt = T``; meanwhile B's delete of its own write arrives and turns the item into a tombstone,
     which keeps ``updatedAt = T``, so the guard passes and the application's delete removes the tombstone.
-    Its REMOVE record looks like TTL collecting a tombstone (``tombstone_gc``) and is not replicated, and
-    A is left without the tombstone that stops an older change from coming back.
+    Its REMOVE record must not be taken for TTL collecting a tombstone (``tombstone_gc``, which is not
+    replicated): A would be left without the tombstone that stops an older change from coming back.
     """
     async with contextlib.AsyncExitStack() as stack:
         for region in REGIONS:
