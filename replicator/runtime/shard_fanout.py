@@ -78,8 +78,10 @@ class TargetLane:
     max_queued: int = 0
     """The most batches ever waiting in the queue: never above ``max_buffered_batches`` (tests read it)."""
     detached_count: int = 0
-    changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    """Set when the queue gets a batch or loses one (the writer and the reader wait on it)."""
+    has_batch: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    """Set by the reader when it queues a batch; only the writer, which waits on it, clears it."""
+    has_room: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    """Set by the writer when a batch leaves the queue; only the reader, which waits on it, clears it."""
 
     @property
     def idle(self) -> bool:
@@ -180,14 +182,16 @@ class ShardFanOut:
             if now >= deadline or lane.unavailable() or self.failure is not None:
                 self._detach(lane, "unavailable" if lane.unavailable() else "queue_full")
                 return
-            lane.changed.clear()
+            lane.has_room.clear()
+            if len(lane.queue) < self.max_buffered:
+                break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.changed.wait(), timeout=min(HEALTH_POLL_S, deadline - now))
+                await asyncio.wait_for(lane.has_room.wait(), timeout=min(HEALTH_POLL_S, deadline - now))
             if not lane.attached:
                 return
         lane.queue.append(batch)
         lane.max_queued = max(lane.max_queued, len(lane.queue))
-        lane.changed.set()
+        lane.has_batch.set()
         self._report(lane)
 
     def _detach(self, lane: TargetLane, why: str) -> None:
@@ -257,15 +261,18 @@ class ShardFanOut:
                 finally:
                     lane.queue.popleft()
                     lane.writing = False
-                    lane.changed.set()
+                    lane.has_room.set()
                     self._report(lane)
                 continue
             if not lane.attached and not self.stopping.is_set():
                 await catch_up(self, lane)
                 continue
             self.progress.set()
-            lane.changed.clear()
-            await _first(lane.changed.wait(), self.stopping.wait())
+            # Cleared only here, then the queue looked at again: a batch queued meanwhile is not missed.
+            lane.has_batch.clear()
+            if lane.queue:
+                continue
+            await _first(lane.has_batch.wait(), self.stopping.wait())
             if self.stopping.is_set() and lane.idle:
                 return
 
@@ -320,7 +327,7 @@ class ShardFanOut:
         """After the reader stopped: let every queued batch be written and every writer (and catch-up) end."""
         self.stopping.set()
         for lane in self.lanes.values():
-            lane.changed.set()
+            lane.has_batch.set()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
         if self.failure is not None:
