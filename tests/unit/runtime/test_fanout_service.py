@@ -83,6 +83,8 @@ async def test_the_service_keeps_one_target_flowing_while_another_hangs(tmp_path
         targets = state.shards[SHARD].targets
         assert targets["b"].attached is False
         assert targets["b"].checkpoint is None
+        assert state.targets_json()[SHARD]["b"]["attached"] is False
+        assert state.targets_json()[SHARD]["a"]["checkpoint"] == f"{60:021d}"
         for i in range(60, 80):
             stream.put(SHARD, f"k{i}", i)
         await _until(lambda: len(healthy.writes) == 80, task)
