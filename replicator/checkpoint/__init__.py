@@ -31,7 +31,7 @@ class Checkpoint:
     parent_shard_id: str | None = None
     owner: str | None = None
     lease_counter: int = 0
-    targets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    targets: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
     """Fan-out: each target's last record done (target id to sequence number); empty with one target."""
 
     def target_position(self, target_id: str) -> str | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from botocore.exceptions import ClientError
 from fake_lease_table import FakeLeaseTable
 from scripted_stream import ScriptedStream
 
@@ -317,3 +318,33 @@ async def test_a_failing_target_stops_the_shard_with_its_error(tmp_path: Path) -
     with pytest.raises(RuntimeError, match="poison"):
         await asyncio.wait_for(run_fanned_out(fanout, reader), 20)
     assert not fanout._tasks
+
+
+class _ExpiringStream(_CountingStream):
+    """The first iterator of the catch-up reader (the second reader chain) has expired when it is used."""
+
+    async def get_records(self, ShardIterator: str, Limit: int = 1000) -> dict[str, Any]:  # noqa: N803
+        if ShardIterator.endswith("#2"):
+            raise ClientError({"Error": {"Code": "ExpiredIteratorException", "Message": "m"}}, "GetRecords")
+        return await super().get_records(ShardIterator, Limit)
+
+
+async def test_catch_up_reader_renews_an_expired_iterator_from_the_targets_checkpoint(tmp_path: Path) -> None:
+    """An expired iterator in the catch-up is re-acquired after the target's own position: nothing lost."""
+    stream = _ExpiringStream()
+    stream.add_shard(SHARD)
+    for i in range(80):
+        stream.put(SHARD, f"k{i % 5}", i)
+    stream.close(SHARD)
+    healthy, held = _Target(), _Target(hold_after=20)
+    fanout, reader, _ = _fanout(stream, {"a": healthy, "b": held}, await _sqlite(tmp_path))
+    task = asyncio.create_task(run_fanned_out(fanout, reader))
+    await _until(lambda: healthy.written == _all(80) and not fanout.lanes["b"].attached and held.waiting, task)
+    held.release()
+    assert await asyncio.wait_for(task, 20) == "shard_end"
+    assert held.written == _all(80)
+    position = fanout.lanes["b"].position
+    assert position == f"{80:021d}"
+    after = [req for req in stream.iterator_requests if req[1] == "AFTER_SEQUENCE_NUMBER"]
+    assert len(after) == 2  # the catch-up's first iterator, then its renewal from the same position
+    assert after[0] == after[1]
