@@ -302,6 +302,7 @@ class Coordinator:
             metrics=self.metrics,
             cfg=cfg.fanout,
             retry_policy=retry_policy,
+            stop=stop,
         )
         reader = ShardReader(
             api=self.api,

@@ -117,8 +117,14 @@ class ShardFanOut:
         metrics: Metrics,
         cfg: FanOutConfig,
         retry_policy: RetryPolicy,
+        stop: asyncio.Event | None = None,
     ) -> None:
-        """Wire the targets; no I/O and no task (``start`` starts the writers)."""
+        """Wire the targets; no I/O and no task (``start`` starts the writers).
+
+        ``stop``: the reader's stop signal: once set, a full queue is not waited on (its target resumes
+        from its own checkpoint after the restart or on the worker that takes the shard over).
+        """
+        self.stop = stop
         self.api = api
         self.settings = settings
         self.stream_arn = stream_arn
@@ -179,8 +185,9 @@ class ShardFanOut:
         deadline = time.monotonic() + self.detach_after_s
         while len(lane.queue) >= self.max_buffered:
             now = time.monotonic()
-            if now >= deadline or lane.unavailable() or self.failure is not None:
-                self._detach(lane, "unavailable" if lane.unavailable() else "queue_full")
+            stopping = self.stop is not None and self.stop.is_set()
+            if now >= deadline or lane.unavailable() or self.failure is not None or stopping:
+                self._detach(lane, "unavailable" if lane.unavailable() else "stopping" if stopping else "queue_full")
                 return
             lane.has_room.clear()
             if len(lane.queue) < self.max_buffered:

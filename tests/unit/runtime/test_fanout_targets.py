@@ -348,3 +348,23 @@ async def test_catch_up_reader_renews_an_expired_iterator_from_the_targets_check
     after = [req for req in stream.iterator_requests if req[1] == "AFTER_SEQUENCE_NUMBER"]
     assert len(after) == 2  # the catch-up's first iterator, then its renewal from the same position
     assert after[0] == after[1]
+
+
+async def test_stopping_does_not_wait_out_a_full_queue(tmp_path: Path) -> None:
+    """Told to stop while a held target's queue is full, the reader gives up waiting and the others drain."""
+    stream = _stream(100, closed=False)
+    healthy, held = _Target(), _Target(hold_after=10)
+    stop = asyncio.Event()
+    store = await _sqlite(tmp_path)
+    fanout, reader, _ = _fanout(stream, {"a": healthy, "b": held}, store, stop=stop)
+    fanout.detach_after_s = 3600.0
+    fanout.stop = stop
+    task = asyncio.create_task(run_fanned_out(fanout, reader))
+    await _until(lambda: held.waiting and len(fanout.lanes["b"].queue) == BOUND, task)
+    stop.set()
+    await _until(lambda: not fanout.lanes["b"].attached and fanout.lanes["a"].idle, task)
+    assert healthy.written == _all(int(fanout.handed or 0))
+    task.cancel()  # the held write: the shutdown's drain timeout
+    await asyncio.gather(task, return_exceptions=True)
+    saved = (await store.load_all(stream.arn))[SHARD]
+    assert saved.targets == {"a": fanout.handed, "b": f"{10:021d}"}
