@@ -35,8 +35,17 @@ class Checkpoint:
     """Fan-out: each target's last record done (target id to sequence number); empty with one target."""
 
     def target_position(self, target_id: str) -> str | None:
-        """Where ``target_id`` resumes: its own position, else the shard's (the slowest target's)."""
-        return self.targets.get(target_id, self.sequence_number)
+        """Where ``target_id`` resumes: its own position, else the shard's (the slowest target's).
+
+        Never before the shard's: a position behind it is left from an earlier run (a run with this target
+        alone moved the shard's checkpoint on without the map), and records before the shard's position
+        are not read again.
+        """
+        own = self.targets.get(target_id)
+        seq = self.sequence_number
+        if own is None or (seq is not None and int(own) < int(seq)):
+            return seq
+        return own
 
 
 class CheckpointStore(Protocol):

@@ -38,13 +38,21 @@ async def test_sqlite_stores_target_positions_beside_the_shards(tmp_path: Path) 
     store = SqliteCheckpointStore(tmp_path / "cp.db")
     await store.start()
     await store.save(ARN, "s0", "5", targets={"eu": "9", "ap": "5"})
-    await store.save(ARN, "s0", "6")
+    await store.save(ARN, "s0", "5", parent_shard_id="p0")
     cp = (await store.load_all(ARN))["s0"]
-    assert cp.sequence_number == "6"
+    assert (cp.sequence_number, cp.parent_shard_id) == ("5", "p0")
     assert cp.targets == {"eu": "9", "ap": "5"}
-    assert cp.target_position("ap") == "5"
-    assert cp.target_position("new") == "6"
+    assert cp.target_position("eu") == "9"
+    assert cp.target_position("new") == "5"
     await store.close()
+
+
+def test_a_position_behind_the_shards_is_left_from_an_earlier_run() -> None:
+    """A one-target run moved the shard on without the map: a stale, lower position resumes at the shard's."""
+    cp = Checkpoint("s0", "120", shard_end=False, updated_at_s=0.0, targets={"eu": "99", "ap": "130"})
+    assert cp.target_position("eu") == "120"
+    assert cp.target_position("ap") == "130"
+    assert Checkpoint("s0", None, shard_end=False, updated_at_s=0.0).target_position("eu") is None
 
 
 async def test_sqlite_one_target_stores_nothing_new_and_old_files_read_both_ways(tmp_path: Path) -> None:
