@@ -30,7 +30,8 @@ from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import error_text
 from replicator.runtime import stream_watch
 from replicator.runtime.consumer import ReaderSettings, ShardReader
-from replicator.runtime.shard_fanout import MainReaderState, MainReaderStore, ShardFanOut, run_fanned_out
+from replicator.runtime.fanout_reader import MainReaderState, MainReaderStore, run_fanned_out
+from replicator.runtime.shard_fanout import ShardFanOut
 from replicator.source.shards import ShardTree
 
 if TYPE_CHECKING:

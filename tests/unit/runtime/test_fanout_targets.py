@@ -20,7 +20,8 @@ from replicator.core.retry import RetryPolicy
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
 from replicator.runtime.consumer import ReaderSettings, ShardReader
-from replicator.runtime.shard_fanout import MainReaderState, MainReaderStore, ShardFanOut, run_fanned_out
+from replicator.runtime.fanout_reader import MainReaderState, MainReaderStore, run_fanned_out
+from replicator.runtime.shard_fanout import ShardFanOut
 from replicator.source.shards import Shard, ShardTree
 from replicator.source.streams import StreamsSource
 
