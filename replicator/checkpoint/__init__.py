@@ -4,11 +4,17 @@ A checkpoint is the sequence number of the last record of a shard that, with eve
 that shard, has reached its outcome (written to the target, superseded, filtered, skipped or
 dead-lettered). Reading resumes AFTER_SEQUENCE_NUMBER of it, so delivery is at-least-once: records after
 the last saved checkpoint are read again after a crash, and last-writer-wins makes the replay harmless.
+
+Fan-out (several ``targets:``): the checkpoint also holds each target's own position (``targets``: target
+id to the last record done for that target), saved in the same write as the shard's sequence number,
+which stays the reader's position: the slowest target's. With one target ``targets`` is empty and nothing
+new is stored. A target missing from ``targets`` (added later, or none done yet) is at ``sequence_number``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Protocol
 
 
@@ -25,6 +31,21 @@ class Checkpoint:
     parent_shard_id: str | None = None
     owner: str | None = None
     lease_counter: int = 0
+    targets: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
+    """Fan-out: each target's last record done (target id to sequence number); empty with one target."""
+
+    def target_position(self, target_id: str) -> str | None:
+        """Where ``target_id`` resumes: its own position, else the shard's (the slowest target's).
+
+        Never before the shard's: a position behind it is left from an earlier run (a run with this target
+        alone moved the shard's checkpoint on without the map), and records before the shard's position
+        are not read again.
+        """
+        own = self.targets.get(target_id)
+        seq = self.sequence_number
+        if own is None or (seq is not None and int(own) < int(seq)):
+            return seq
+        return own
 
 
 class CheckpointStore(Protocol):
@@ -38,6 +59,8 @@ class CheckpointStore(Protocol):
     - ``save`` raising means the checkpoint was not stored; the caller may retry, or stop the shard
       and let the records be read again. ``LeaseLostError`` means another worker owns the shard now:
       the caller must stop processing it without retrying.
+    - ``targets`` (fan-out), when given, replaces the stored per-target positions in the same write as
+      the sequence number (a lease's fencing covers both); None leaves them as they are.
     - ``load_all`` returns every stored checkpoint of the stream, by shard id.
     - ``close`` releases connections; no call may follow it.
     """
@@ -58,6 +81,7 @@ class CheckpointStore(Protocol):
         *,
         shard_end: bool = False,
         parent_shard_id: str | None = None,
+        targets: Mapping[str, str] | None = None,
     ) -> None:
         """Store a shard's progress durably."""
         ...

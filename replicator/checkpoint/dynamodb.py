@@ -8,6 +8,9 @@ shards not yet read to their end: a lease carries ``liveStreamArn`` from its cre
 checkpoint removes it, so rebalancing reads open shards, not the stream's history. Tables made before
 the index existed get it on the first start of a leased worker (``ensure_live_index``; the worker's role
 needs ``dynamodb:UpdateTable``), which also backfills the attribute (``lease_table.py``).
+
+Fan-out positions (``Checkpoint.targets``) are the map attribute ``targets`` (target id to sequence
+number), set in the same update as ``checkpoint``; with one target the item has no such attribute.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from replicator.core.errors import error_code
 from replicator.core.shield import complete_before_cancel
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import AttributeDefinitionTypeDef, GlobalSecondaryIndexTypeDef
@@ -96,6 +99,7 @@ class DynamoDBCheckpointStore:
         *,
         shard_end: bool = False,
         parent_shard_id: str | None = None,
+        targets: Mapping[str, str] | None = None,
     ) -> None:
         """Update the shard's item; a cancellation waits for the write's answer (``core.shield``).
 
@@ -110,6 +114,9 @@ class DynamoDBCheckpointStore:
         if parent_shard_id is not None:
             sets.append("parentShardId = :parent")
             values[":parent"] = {"S": parent_shard_id}
+        if targets is not None:
+            sets.append("targets = :targets")
+            values[":targets"] = targets_value(targets)
         # A finished shard leaves the live index (in case leased workers share this table later).
         remove = f" REMOVE {LIVE_ATTRIBUTE}" if shard_end else ""
         await complete_before_cancel(
@@ -159,7 +166,18 @@ def _from_item(item: dict[str, Any]) -> Checkpoint:
         parent_shard_id=item.get("parentShardId", {}).get("S"),
         owner=item.get("leaseOwner", {}).get("S"),
         lease_counter=int(item.get("leaseCounter", {}).get("N", "0")),
+        targets=targets_of(item),
     )
+
+
+def targets_value(targets: Mapping[str, str]) -> dict[str, Any]:
+    """The ``targets`` attribute's value: a map of target id to sequence number."""
+    return {"M": {target_id: {"S": seq} for target_id, seq in targets.items()}}
+
+
+def targets_of(item: Mapping[str, Any]) -> dict[str, str]:
+    """An item's per-target positions (empty without fan-out)."""
+    return {target_id: value["S"] for target_id, value in item.get("targets", {}).get("M", {}).items()}
 
 
 async def stream_items(client: DynamoDBClient, table: str, stream_arn: str) -> AsyncIterator[dict[str, Any]]:

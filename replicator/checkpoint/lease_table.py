@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from replicator.checkpoint import Checkpoint
-from replicator.checkpoint.dynamodb import LIVE_ATTRIBUTE, LIVE_INDEX, stream_items
+from replicator.checkpoint.dynamodb import LIVE_ATTRIBUTE, LIVE_INDEX, stream_items, targets_of, targets_value
 from replicator.core.errors import LeaseLostError, error_code
 from replicator.core.shield import complete_before_cancel
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
     from types_aiobotocore_dynamodb import DynamoDBClient
 
@@ -61,6 +61,8 @@ class LeaseItem:
     adjacent_parent_shard_id: str | None = None
     live: bool = False
     """The item carries the live index's key (``liveStreamArn``)."""
+    targets: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Fan-out: each target's own checkpoint (``Checkpoint.targets``)."""
 
     @property
     def parents(self) -> tuple[str, ...]:
@@ -82,6 +84,7 @@ class LeaseItem:
             parent_shard_id=self.parent_shard_id,
             owner=self.owner,
             lease_counter=self.counter or 0,
+            targets=self.targets,
         )
 
 
@@ -107,6 +110,7 @@ def _parse(item: dict[str, Any]) -> LeaseItem:
         updated_at_s=float(item.get("updatedAt", {}).get("N", "0")),
         adjacent_parent_shard_id=item.get("adjacentParentShardId", {}).get("S"),
         live=LIVE_ATTRIBUTE in item,
+        targets=targets_of(item),
     )
 
 
@@ -307,9 +311,15 @@ class LeaseTable:
         log.warning("lease_lost", shard_id=shard_id, reason=why)
 
     async def checkpoint(
-        self, shard_id: str, sequence_number: str | None, *, shard_end: bool, parent_shard_id: str | None
+        self,
+        shard_id: str,
+        sequence_number: str | None,
+        *,
+        shard_end: bool,
+        parent_shard_id: str | None,
+        targets: Mapping[str, str] | None = None,
     ) -> None:
-        """Save a checkpoint, only while this worker holds the lease; raises LeaseLostError otherwise."""
+        """Save a checkpoint (and fan-out positions), only while this worker holds the lease; else LeaseLostError."""
         sets = ["shardEnd = :end", "updatedAt = :now", "leaseCounter = :next"]
         values: dict[str, Any] = {":end": {"BOOL": shard_end}, ":now": {"N": repr(self._wall())}}
         if sequence_number is not None:
@@ -318,6 +328,9 @@ class LeaseTable:
         if parent_shard_id is not None:
             sets.append("parentShardId = :parent")
             values[":parent"] = {"S": parent_shard_id}
+        if targets is not None:
+            sets.append("targets = :targets")
+            values[":targets"] = targets_value(targets)
         # At shard end the lease is done for good: nothing left to renew or to hand over; children may
         # now be taken.
         last = "ended" if shard_end else None

@@ -44,7 +44,7 @@ from replicator.checkpoint.lease_table import LeaseTable
 from replicator.core.errors import LeaseLostError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from types_aiobotocore_dynamodb import DynamoDBClient
 
@@ -284,10 +284,18 @@ class LeaseManager:
         return []
 
     async def checkpoint(
-        self, shard_id: str, sequence_number: str | None, *, shard_end: bool, parent_shard_id: str | None
+        self,
+        shard_id: str,
+        sequence_number: str | None,
+        *,
+        shard_end: bool,
+        parent_shard_id: str | None,
+        targets: Mapping[str, str] | None = None,
     ) -> None:
         """Save a checkpoint, only while this worker holds the lease; raises LeaseLostError otherwise."""
-        await self._table.checkpoint(shard_id, sequence_number, shard_end=shard_end, parent_shard_id=parent_shard_id)
+        await self._table.checkpoint(
+            shard_id, sequence_number, shard_end=shard_end, parent_shard_id=parent_shard_id, targets=targets
+        )
 
     async def renew_all(self) -> None:
         """Renew every held lease; a refused renewal, or none for a failover time, loses the lease.
@@ -371,10 +379,13 @@ class LeasedCheckpointStore:
         *,
         shard_end: bool = False,
         parent_shard_id: str | None = None,
+        targets: Mapping[str, str] | None = None,
     ) -> None:
         """Save while holding the shard's lease; LeaseLostError when another worker holds it."""
         del stream_arn
-        await self.manager.checkpoint(shard_id, sequence_number, shard_end=shard_end, parent_shard_id=parent_shard_id)
+        await self.manager.checkpoint(
+            shard_id, sequence_number, shard_end=shard_end, parent_shard_id=parent_shard_id, targets=targets
+        )
 
     async def close(self) -> None:
         """Nothing to release: the manager owns the lease state."""

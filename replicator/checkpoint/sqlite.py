@@ -1,11 +1,17 @@
-"""Checkpoints in a SQLite file: one worker, local runs and the demo."""
+"""Checkpoints in a SQLite file: one worker, local runs and the demo.
+
+Fan-out positions (``Checkpoint.targets``) are a JSON object in the ``targets`` column, NULL with one
+target; a file made before the column existed gets it (``ALTER TABLE``) when opened, and code that does
+not know the column reads the file as before.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +28,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     shard_end INTEGER NOT NULL DEFAULT 0,
     parent_shard_id TEXT,
     updated_at REAL NOT NULL,
+    targets TEXT,
     PRIMARY KEY (stream_arn, shard_id)
 )
 """
@@ -46,6 +53,9 @@ class SqliteCheckpointStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
+        if "targets" not in columns:
+            conn.execute("ALTER TABLE checkpoints ADD COLUMN targets TEXT")
         return conn
 
     def _db(self) -> sqlite3.Connection:
@@ -68,7 +78,7 @@ class SqliteCheckpointStore:
             lambda: (
                 self._db()
                 .execute(
-                    "SELECT shard_id, sequence_number, shard_end, updated_at, parent_shard_id "
+                    "SELECT shard_id, sequence_number, shard_end, updated_at, parent_shard_id, targets "
                     "FROM checkpoints WHERE stream_arn = ?",
                     (stream_arn,),
                 )
@@ -77,7 +87,12 @@ class SqliteCheckpointStore:
         )
         return {
             r[0]: Checkpoint(
-                shard_id=r[0], sequence_number=r[1], shard_end=bool(r[2]), updated_at_s=r[3], parent_shard_id=r[4]
+                shard_id=r[0],
+                sequence_number=r[1],
+                shard_end=bool(r[2]),
+                updated_at_s=r[3],
+                parent_shard_id=r[4],
+                targets=json.loads(r[5]) if r[5] else {},
             )
             for r in rows
         }
@@ -90,18 +105,21 @@ class SqliteCheckpointStore:
         *,
         shard_end: bool = False,
         parent_shard_id: str | None = None,
+        targets: Mapping[str, str] | None = None,
     ) -> None:
-        """Upsert the shard's checkpoint."""
-        args = (stream_arn, shard_id, sequence_number, int(shard_end), parent_shard_id, time.time())
+        """Upsert the shard's checkpoint (and, given ``targets``, the per-target positions in the same row)."""
+        positions = None if targets is None else json.dumps(dict(targets), sort_keys=True)
+        args = (stream_arn, shard_id, sequence_number, int(shard_end), parent_shard_id, time.time(), positions)
         await self._in_thread(
             self._db().execute,
             "INSERT INTO checkpoints "
-            "(stream_arn, shard_id, sequence_number, shard_end, parent_shard_id, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream_arn, shard_id) DO UPDATE SET "
+            "(stream_arn, shard_id, sequence_number, shard_end, parent_shard_id, updated_at, targets) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_arn, shard_id) DO UPDATE SET "
             "sequence_number = COALESCE(excluded.sequence_number, checkpoints.sequence_number), "
             "shard_end = excluded.shard_end, "
             "parent_shard_id = COALESCE(excluded.parent_shard_id, checkpoints.parent_shard_id), "
-            "updated_at = excluded.updated_at",
+            "updated_at = excluded.updated_at, "
+            "targets = COALESCE(excluded.targets, checkpoints.targets)",
             args,
         )
 

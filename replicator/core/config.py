@@ -337,6 +337,28 @@ class LeaseConfig(BaseModel):
         return self
 
 
+class FanOutConfig(BaseModel):
+    """With several ``targets``: how far one target may fall behind the others before it reads on its own."""
+
+    model_config = _STRICT
+
+    max_buffered_batches: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Batches read but not yet written that one target may have waiting, per shard; the shard's "
+        "reader waits for room while that target is merely slower.",
+    )
+    detach_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A target whose queue stays full this long (or at once, while the target is unavailable) is "
+        "detached: the reader goes on for the others, and the target catches up from its own checkpoint with a "
+        "second reader of the shard (one per shard at a time), rejoining when it reaches the first.",
+    )
+
+
 class Config(BaseSettings):
     """The whole configuration."""
 
@@ -388,6 +410,7 @@ class Config(BaseSettings):
     )
     worker_id: str | None = Field(default=None, description="Lease owner name; default host:pid.")
     leases: LeaseConfig = LeaseConfig()
+    fanout: FanOutConfig = FanOutConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -33,6 +33,34 @@ CLOSED_COUNTER_GRACE_S = 120.0
 
 
 @dataclasses.dataclass(slots=True)
+class TargetStatus:
+    """One target's progress on one shard (fan-out): what an operator needs to see a target fall behind."""
+
+    target_id: str
+    checkpoint: str | None = None
+    """The last record done for this target (its own checkpoint)."""
+    attached: bool = True
+    """Fed by the shard's reader; False while it is detached (catching up with its own reader)."""
+    queued_batches: int = 0
+    """Batches handed to it and not yet written (at most ``fanout.max_buffered_batches``)."""
+    newest_done_s: float | None = None
+    """Source creation time of the last record done for it; None when it has done all the reader read."""
+
+    def lag_s(self, now: float) -> float:
+        """Seconds behind the source for this target: 0 when it has done everything read."""
+        return 0.0 if self.newest_done_s is None else max(0.0, now - self.newest_done_s)
+
+    def as_json(self, now: float) -> dict[str, object]:
+        """The /status view of this target on its shard."""
+        return {
+            "checkpoint": self.checkpoint,
+            "attached": self.attached,
+            "queued_batches": self.queued_batches,
+            "lag_s": round(self.lag_s(now), 3),
+        }
+
+
+@dataclasses.dataclass(slots=True)
 class ShardStatus:
     """One shard's live status."""
 
@@ -50,6 +78,8 @@ class ShardStatus:
     closed_at_s: float | None = None
     counters_removed: bool = False
     error: str | None = None
+    targets: dict[str, TargetStatus] = dataclasses.field(default_factory=dict)
+    """Fan-out: each target's own progress on this shard (empty with one target)."""
 
     def iterator_age_s(self, now: float) -> float:
         """Seconds behind the source: 0 when caught up, else the newest record read's age."""
@@ -159,6 +189,23 @@ class WorkerState:
         status.current_since_s = now
         if status.state != "closed":
             self.metrics.last_checkpoint_timestamp.labels(shard=shard_id).set(now)
+
+    def target(self, shard_id: str, target_id: str) -> TargetStatus:
+        """Return one target's progress entry on a shard (created on first use)."""
+        targets = self.shard(shard_id).targets
+        status = targets.get(target_id)
+        if status is None:
+            status = targets[target_id] = TargetStatus(target_id)
+        return status
+
+    def targets_json(self) -> dict[str, dict[str, dict[str, object]]]:
+        """Every shard's per-target progress (fan-out), by shard id then target id."""
+        now = self.clock()
+        return {
+            sid: {tid: target.as_json(now) for tid, target in status.targets.items()}
+            for sid, status in self.shards.items()
+            if status.targets
+        }
 
     def release(self, shard_id: str) -> None:
         """Forget a shard this worker no longer holds (lease lost or handed over): drop all its series."""

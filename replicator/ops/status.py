@@ -55,6 +55,8 @@ class ShardRow:
     more_behind: bool = False
     """The page was full: at least ``records_behind`` records are waiting."""
     note: str | None = None
+    targets: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Fan-out: each target's own checkpoint (target id to sequence number); ``checkpoint`` is the slowest."""
 
     def as_json(self) -> dict[str, Any]:
         """Return the row as JSON-ready data (field names as in the dataclass)."""
@@ -160,6 +162,7 @@ async def collect_status(
                 records_behind=behind,
                 more_behind=more,
                 note=note,
+                targets=dict(cp.targets) if cp is not None else {},
             )
         )
     return rows

@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 import structlog
 
@@ -37,7 +37,7 @@ from replicator.core.errors import ExpiredIteratorError, ShardGoneError, Trimmed
 from replicator.core.records import ChangeRecord
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.metrics import Metrics
-from replicator.observe.state import WorkerState
+from replicator.observe.state import ShardState
 from replicator.pipeline.fanout import RecordProcessor
 from replicator.runtime.polling import IdleBackoff
 from replicator.source.api import ChangeSource, IteratorType, ShardIterator
@@ -50,6 +50,30 @@ ReaderExit = Literal["shard_end", "stopped", "lease_lost"]
 NOTHING_LOST_WITHIN_S = 23 * 3600.0
 """An empty read after the checkpoint this recently proves no later record was trimmed: records stay 24 h
 (DynamoDB Streams; Kinesis at least 24 h), less an hour for a record not yet visible to that read."""
+
+
+class ReaderState(Protocol):
+    """What a reader reports about its shard: ``WorkerState``, or a fan-out's view of it (``shard_fanout``)."""
+
+    def set_state(self, shard_id: str, state: ShardState, error: str | None = None) -> None:
+        """Move the shard to a state."""
+        ...
+
+    def read(self, shard_id: str, *, newest_created_us: int) -> None:
+        """Note a page of records read."""
+        ...
+
+    def caught_up(self, shard_id: str) -> None:
+        """Note an empty read."""
+        ...
+
+    def batch_done(self, shard_id: str) -> None:
+        """Note a page done."""
+        ...
+
+    def checkpointed(self, shard_id: str, sequence_number: str | None) -> None:
+        """Note a saved checkpoint."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -118,7 +142,7 @@ class ShardReader:
         checkpoint: Checkpoint | None,
         store: CheckpointStore,
         processor: RecordProcessor,
-        state: WorkerState,
+        state: ReaderState,
         metrics: Metrics,
         settings: ReaderSettings,
         retry_policy: RetryPolicy,

@@ -30,13 +30,18 @@ from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import error_text
 from replicator.runtime import stream_watch
 from replicator.runtime.consumer import ReaderSettings, ShardReader
+from replicator.runtime.fanout_reader import MainReaderState, MainReaderStore, run_fanned_out
+from replicator.runtime.shard_fanout import ShardFanOut
 from replicator.source.shards import ShardTree
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from replicator.core.config import Config
     from replicator.observe.metrics import Metrics
     from replicator.observe.state import WorkerState
     from replicator.pipeline.fanout import RecordProcessor
+    from replicator.pipeline.processor import BatchProcessor
     from replicator.runtime.assignment import AssignmentStrategy
     from replicator.source.api import ChangeSource, StreamInfo
     from replicator.source.shards import Shard
@@ -70,8 +75,14 @@ class Coordinator:
         state: WorkerState,
         metrics: Metrics,
         starting_position: Literal["TRIM_HORIZON", "LATEST"] | None = None,
+        targets: Mapping[str, BatchProcessor] | None = None,
     ) -> None:
-        """Wire the parts; no I/O (``run`` does it). ``starting_position`` overrides the configured one."""
+        """Wire the parts; no I/O (``run`` does it). ``starting_position`` overrides the configured one.
+
+        ``targets`` (fan-out, by target id): each shard's reader feeds one queue and writer per target
+        (``shard_fanout.py``) instead of ``processor``.
+        """
+        self.targets = dict(targets) if targets is not None and len(targets) > 1 else None
         self.cfg = cfg
         self.starting_position = starting_position or cfg.starting_position
         self.api = api
@@ -265,26 +276,62 @@ class Coordinator:
         initial = self._initial is not None and shard.shard_id in self._initial
         configured = initial or (self.assignment.configured_position_any_cycle and not parent_done)
         position = self.starting_position if configured else "TRIM_HORIZON"
+        settings = ReaderSettings(
+            reader=cfg.reader,
+            batch_size=cfg.failure.batch_size,
+            initial_position=position,
+            batching_window_s=cfg.failure.maximum_batching_window_seconds,
+            parallelization_factor=cfg.failure.parallelization_factor,
+        )
+        retry_policy = RetryPolicy(max_attempts=None, max_delay_s=10)
+        checkpoint = checkpoints.get(shard.shard_id)
+        if self.targets is None:
+            reader = ShardReader(
+                api=self.api,
+                stream_arn=self.stream_arn,
+                shard=shard,
+                checkpoint=checkpoint,
+                store=self.assignment.store,
+                processor=self.processor,
+                state=self.state,
+                metrics=self.metrics,
+                settings=settings,
+                retry_policy=retry_policy,
+                stop=stop,
+            )
+            task = asyncio.create_task(reader.run(), name=f"shard:{shard.shard_id}")
+            self._running[shard.shard_id] = _Running(task, reader)
+            return
+        # Fan-out: the reader only hands batches out (one at a time: each target's writer keeps per-key
+        # order); each target's writer saves its own progress in the shard's checkpoint.
+        fanout = ShardFanOut(
+            api=self.api,
+            settings=settings,
+            stream_arn=self.stream_arn,
+            shard=shard,
+            checkpoint=checkpoint,
+            processors=self.targets,
+            store=self.assignment.store,
+            state=self.state,
+            metrics=self.metrics,
+            cfg=cfg.fanout,
+            retry_policy=retry_policy,
+            stop=stop,
+        )
         reader = ShardReader(
             api=self.api,
             stream_arn=self.stream_arn,
             shard=shard,
-            checkpoint=checkpoints.get(shard.shard_id),
-            store=self.assignment.store,
-            processor=self.processor,
-            state=self.state,
+            checkpoint=checkpoint,
+            store=MainReaderStore(fanout),
+            processor=fanout,
+            state=MainReaderState(self.state),
             metrics=self.metrics,
-            settings=ReaderSettings(
-                reader=cfg.reader,
-                batch_size=cfg.failure.batch_size,
-                initial_position=position,
-                batching_window_s=cfg.failure.maximum_batching_window_seconds,
-                parallelization_factor=cfg.failure.parallelization_factor,
-            ),
-            retry_policy=RetryPolicy(max_attempts=None, max_delay_s=10),
+            settings=dataclasses.replace(settings, parallelization_factor=1),
+            retry_policy=retry_policy,
             stop=stop,
         )
-        task = asyncio.create_task(reader.run(), name=f"shard:{shard.shard_id}")
+        task = asyncio.create_task(run_fanned_out(fanout, reader), name=f"shard:{shard.shard_id}")
         self._running[shard.shard_id] = _Running(task, reader)
 
     async def _wait(self, timeout_s: float) -> None:

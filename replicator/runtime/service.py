@@ -138,7 +138,8 @@ class Replicator:
                 dead_letters=self.dead_letters,
                 source_client=clients.source,
             )
-            # One target: its processor itself; several: one read of each batch, written to each (fan-out).
+            # One target: its processor itself; several: one read of each batch, handed to a bounded queue
+            # and writer per target (the coordinator's shard_fanout); FanOut only where nothing else does.
             processor = processors[cfg.target.target_id] if not cfg.fan_out else FanOut(processors)
             log.info("started", stream_arn=stream.arn, worker_id=self.worker_id, target_table=cfg.target.table)
             self.state.running = True
@@ -156,6 +157,7 @@ class Replicator:
                     state=self.state,
                     metrics=self.metrics,
                     starting_position=position,
+                    targets=processors if cfg.fan_out else None,
                 )
                 following = False
                 try:
