@@ -44,6 +44,8 @@ class Report:
     """Quiescent states checked: each ends at least one history."""
     counterexample: list[str] | None = None
     detail: str = ""
+    finals: set[object] = dataclasses.field(default_factory=set)
+    """The tables of every quiescent state (``World.table_contents``)."""
 
 
 class Skips:
@@ -88,6 +90,7 @@ def _steps(  # noqa: C901, PLR0912 - one branch per kind of step reads as the li
     *,
     sequential: bool,
     skips: Skips | None = None,
+    keys: int = len(KEYS),
 ) -> Iterator[Step]:
     s = settings
     if world.ops_done < max_ops:
@@ -99,9 +102,10 @@ def _steps(  # noqa: C901, PLR0912 - one branch per kind of step reads as the li
             pk for st in world.streams for r in st for pk in [r.keys["pk"]["S"]]
         }
         # Symmetry: keys are interchangeable, so a first write to an untouched key only goes to the first one.
-        keys = [k for k in KEYS if k in touched] + [k for k in KEYS if k not in touched][:1]
+        used = KEYS[:keys]
+        candidates = [k for k in used if k in touched] + [k for k in used if k not in touched][:1]
         for region in regions:
-            for pk in keys:
+            for pk in candidates:
                 for kind in ("put", "update", "delete"):
                     yield (
                         f"app {kind} {pk} in region {region}",
@@ -118,16 +122,23 @@ def _steps(  # noqa: C901, PLR0912 - one branch per kind of step reads as the li
         if world.faults_left and not world.replays_closed:
             for index in range(cursor):
                 if index not in world.parked[d] and (skips is None or not skips.skipped(world, d, index)):
-                    yield (
-                        f"replay {name}:{index}",
-                        lambda d=d, i=index: _spend(deliver(world, s, workers, d, i)),
-                    )
+                    yield (f"replay {name}:{index}", lambda d=d, i=index: _replay(world, s, workers, d, i, skips))
     # A tombstone expires days after its delete: after the replication lag (everything delivered), and
     # with a TTL shorter than the replay window, before a replay may come.
     if _quiescent(world, settings) or settings.ttl_shorter_than_replay:
         for region in range(len(s.regions)):
             for pk in KEYS:
                 yield (f"tombstone of {pk} expires in region {region}", lambda r=region, p=pk: _expire(world, s, r, p))
+
+
+def _replay(  # noqa: PLR0917 - the step's world, lane and record, and the reduction
+    world: World, settings: Settings, workers: tuple[Worker, ...], d: int, index: int, skips: Skips | None
+) -> World | None:
+    after = deliver(world, settings, workers, d, index)
+    if skips is not None and after is world:
+        # Superseded: the same state with less budget, whose every history is one of the state before.
+        return None
+    return _spend(after)
 
 
 def _lane_name(settings: Settings, d: int) -> str:
@@ -187,44 +198,61 @@ def _diverged(world: World, settings: Settings) -> str | None:
 
 
 def explore(
-    settings: Settings, *, max_ops: int, faults: int = 1, sequential: bool = False, settle: bool = False
+    settings: Settings,
+    *,
+    max_ops: int,
+    faults: int = 1,
+    sequential: bool = False,
+    reduce: bool = False,
+    keys: int = len(KEYS),
 ) -> Report:
-    """Explore every history of ``settings`` with up to ``max_ops`` application operations.
+    """Explore every history of ``settings`` with up to ``max_ops`` application operations on ``keys`` keys.
 
     ``sequential``: the regions take turns, each writing only once the other's writes are replicated
-    (what is promised without ``timestamp_attribute``); else they write concurrently. ``settle``:
-    deliver the records a lane skips at once (``Skips``): fewer states, the same tables.
+    (what is promised without ``timestamp_attribute``); else they write concurrently. ``reduce``: fewer
+    states, the same final tables: records a lane skips are delivered at once (``Skips``), a replay that
+    writes nothing is not taken, and a state already expanded with at least as much fault budget is not
+    expanded again (with more budget a state allows every step it allows with less).
     """
     workers = build_workers(settings)
-    skips = Skips(settings, workers) if settle else None
+    skips = Skips(settings, workers) if reduce else None
     report = Report(settings)
-    seen: set[object] = set()
+    budgets: dict[object, int] = {}
+    """Per state expanded (without its budget when reducing), the greatest fault budget it had."""
     start = empty_world(faults=faults, regions=len(settings.regions), track_makers=settings.forwards_application_only)
     if skips is not None:
         start = skips.settle(start)
-    # Depth-first with an explicit stack: (state, path to it).
-    stack: list[tuple[World, list[str]]] = [(start, [])]
-    while stack:
-        world, path = stack.pop()
-        key = world.frozen()
-        if key in seen:
+    # Depth-first with explicit stacks of (state, path to it). Reducing, one per fault budget, the
+    # greatest first: a state is then expanded with the most budget it is reached with, once.
+    stacks: list[list[tuple[World, list[str]]]] = [[] for _ in range(faults + 1)]
+    stacks[start.faults_left if skips is not None else 0].append((start, []))
+    while any(stacks):
+        world, path = next(stack for stack in reversed(stacks) if stack).pop()
+        key, budget = (world.frozen(), 0) if skips is None else (world.content(), world.faults_left)
+        first = key not in budgets
+        if not first and budgets[key] >= budget:
             continue
-        seen.add(key)
+        budgets[key] = budget
         report.states += 1
-        if _quiescent(world, settings):
+        if first and _quiescent(world, settings):
             report.histories += 1
+            report.finals.add(world.table_contents())
             detail = _diverged(world, settings)
             if detail is not None:
                 report.counterexample, report.detail = path, detail
                 return report
-        for label, step in _steps(world, settings, workers, max_ops, sequential=sequential, skips=skips):
+        for label, step in _steps(world, settings, workers, max_ops, sequential=sequential, skips=skips, keys=keys):
             try:
                 after = step()
             except Livelock as exc:
                 report.counterexample, report.detail = [*path, label], str(exc)
                 return report
-            if after is not None:
-                stack.append((after if skips is None else skips.settle(after), [*path, label]))
+            if after is None:
+                continue
+            if skips is None:
+                stacks[0].append((after, [*path, label]))
+            else:
+                stacks[after.faults_left].append((skips.settle(after), [*path, label]))
     return report
 
 

@@ -107,6 +107,14 @@ class World:
 
     def frozen(self) -> tuple[Any, ...]:
         """A hashable identity of the state, for memoisation."""
+        return (self.content(), self.faults_left)
+
+    def table_contents(self) -> tuple[Any, ...]:
+        """Every table's items, hashable."""
+        return tuple(tuple(sorted((pk, _freeze(item)) for pk, item in table.items())) for table in self.tables)
+
+    def content(self) -> tuple[Any, ...]:
+        """The identity without the fault budget: with more budget a state allows every step it does with less."""
         # The tables are left out: every change to one appends its record (new image included) to the
         # region's stream, so the streams determine them.
         return (
@@ -114,7 +122,6 @@ class World:
             self.cursors,
             self.parked,
             self.ops_done,
-            self.faults_left,
             self.replays_closed,
             self.last_writer,
             self.later_ms,
