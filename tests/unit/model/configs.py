@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -11,6 +12,8 @@ from replicator.core.config import Config
 from replicator.core.errors import ConfigError
 
 REGIONS = ("us-east-1", "us-west-2")
+MESH3 = ("us-east-1", "us-west-2", "eu-west-1")
+"""A full mesh of three regions; eu-west-1 sorts first, so every tie-break order between the three occurs."""
 TABLE = "model-table"
 TS = "updatedAt"
 
@@ -33,11 +36,36 @@ class Settings:
     stream_clock: StreamClock = "streams_s"
     """streams_s: DynamoDB Streams' whole seconds (every change in one second, the worst case);
     kinesis_ms_skewed: Kinesis' milliseconds, the stream's clock 5 ms ahead of the application's."""
+    regions: tuple[str, ...] = REGIONS
+    """Region 0 takes the writes one-way; active-active, every region does and replicates to every other."""
+
+    @functools.cached_property
+    def lanes(self) -> tuple[tuple[int, int], ...]:
+        """The (source, target) region pairs a worker replicates, each with its own checkpoint.
+
+        Two regions: lane 0 is region 0 into region 1, lane 1 the way back. More: one worker per source
+        region fans each change out to every other region (``targets:``), one writer per target.
+        """
+        sources = range(len(self.regions)) if self.active_active else (0,)
+        return tuple((s, t) for s in sources for t in range(len(self.regions)) if t != s)
+
+    @property
+    def forwards_application_only(self) -> bool:
+        """Whether a worker must forward only the application's changes, never a replicator's or TTL's.
+
+        With ``skip_echoes: false`` echoes are forwarded by design (one-way only). With ``deletes: delete``
+        a replicated DeleteItem's record looks like the application's and goes back once (it finds no
+        item there, so it makes no record): bounded, and that configuration is a documented exception.
+        """
+        return self.skip_echoes and self.deletes == "tombstone"
 
     def label(self) -> str:
         """A short name for reports."""
+        n = len(self.regions)
         parts = [
-            "active-active" if self.active_active else "one-way",
+            ("active-active" if self.active_active else "one-way")
+            if n == 2
+            else (f"{n}-region-mesh" if self.active_active else f"one-to-{n - 1}"),
             f"ts={'on' if self.timestamp else 'off'}",
             f"deletes={self.deletes}",
             f"source_tombstones={self.source_tombstones}",
@@ -48,11 +76,11 @@ class Settings:
         ]
         return " ".join(parts)
 
-    def config(self, direction: int) -> Config:
-        """The worker's Config for ``direction`` (0: region 0 into region 1; 1: back)."""
-        return Config(**self.config_data(direction))
+    def config(self, lane: int) -> Config:
+        """The Config of ``lane``'s writer (``lanes``; two regions: 0 is region 0 into region 1, 1 back)."""
+        return Config(**self.config_data(lane))
 
-    def config_data(self, direction: int) -> dict[str, Any]:
+    def config_data(self, lane: int) -> dict[str, Any]:
         """The raw configuration, as a YAML file would hold it."""
         replication: dict[str, Any] = {
             "deletes": self.deletes,
@@ -68,9 +96,10 @@ class Settings:
             transforms = [{"type": "exclude", "attributes": ["b"]}]
         elif self.transform == "drop_ts":
             transforms = [{"type": "exclude", "attributes": [TS]}]
+        source, target = self.lanes[lane]
         data: dict[str, Any] = {
-            "source": {"region": REGIONS[direction], "table": TABLE},
-            "target": {"region": REGIONS[1 - direction], "table": TABLE},
+            "source": {"region": self.regions[source], "table": TABLE},
+            "target": {"region": self.regions[target], "table": TABLE},
             "replication": replication,
             "transforms": transforms,
             "metrics": {"enabled": False},
@@ -82,8 +111,8 @@ class Settings:
     def refusal(self) -> str | None:
         """The start-up error this configuration gets (``check-config`` and ``run``), or None."""
         try:
-            for direction in (0, 1) if self.active_active else (0,):
-                cfg = self.config(direction)
+            for lane in range(len(self.lanes)):
+                cfg = self.config(lane)
                 from replicator.pipeline.stages import Pipeline  # noqa: PLC0415 - transforms compile here
 
                 Pipeline.from_config(cfg)

@@ -9,6 +9,7 @@ by value, strings by code point.
 from __future__ import annotations
 
 import decimal
+import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -141,4 +142,13 @@ def compile_condition(expression: str, names: Mapping[str, str], values: Mapping
 
 def holds(expression: str, names: Mapping[str, str], values: Mapping[str, Any], item: Item | None) -> bool:
     """Whether ``item`` (None: no item) satisfies the condition."""
-    return compile_condition(expression, names, values)(item)
+    frozen_values = tuple((k, tuple(v.items())) for k, v in sorted(values.items()))
+    return _compiled(expression, tuple(sorted(names.items())), frozen_values)(item)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(
+    expression: str, names: tuple[tuple[str, str], ...], values: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+) -> Predicate:
+    # The explorer evaluates the same few requests on many states: parse each once.
+    return compile_condition(expression, dict(names), {k: dict(v) for k, v in values})

@@ -1,10 +1,14 @@
-"""Two model regions: tables, their streams, the application and the replicators, driving the real code.
+"""Model regions: tables, their streams, the application and the replicators, driving the real code.
 
 Each region's table is a dict of items; every change to it appends the stream record DynamoDB Streams
 (NEW_AND_OLD_IMAGES) would emit. A worker reads a region's stream and runs each record through the real
 ``Pipeline`` (classification, filters, transforms, versions) and the real ``ConditionalWriter.request``
 (markers, ConditionBuilder); the request's ConditionExpression is evaluated on the model table by
 ``evaluator``. States are immutable: every step returns a new ``World``, so the explorer can branch.
+
+Replication runs in lanes (``Settings.lanes``): a (source, target) pair with its own checkpoint. Two
+regions have one lane per direction; a mesh of more has one worker per source region whose writer for
+each target delivers (and replays) on its own, as ``targets:`` does.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from unit.model.configs import REGIONS, TABLE, TS, Settings
+from unit.model.configs import TABLE, TS, Settings
 from unit.model.evaluator import holds
 
 from replicator.core.errors import RecordRejectedError, TransformError
@@ -31,9 +35,13 @@ class Livelock(Exception):  # noqa: N818 - an outcome the explorer reports, name
     """Replicated writes keep producing records that are replicated again."""
 
 
+class Forwarded(Livelock):
+    """A worker that skips echoes forwarded a record the replicator (or TTL) made, not the application."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Worker:
-    """One direction's real pipeline and writers."""
+    """One lane's real pipeline (its source's) and writers (its target's, and the source's own)."""
 
     pipeline: Pipeline
     writer: ConditionalWriter
@@ -41,10 +49,10 @@ class Worker:
 
 
 def build_workers(settings: Settings) -> tuple[Worker, ...]:
-    """The workers of this configuration, built as ``runtime.wiring.build_processor`` builds them."""
+    """One per lane, built as ``runtime.wiring.build_processor`` builds them."""
     workers = []
-    for direction in (0, 1) if settings.active_active else (0,):
-        cfg = settings.config(direction)
+    for lane in range(len(settings.lanes)):
+        cfg = settings.config(lane)
         writer = ConditionalWriter(
             client=None,  # type: ignore[arg-type] - the model evaluates requests, it never sends them
             table=TABLE,
@@ -70,14 +78,19 @@ def build_workers(settings: Settings) -> tuple[Worker, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class World:
-    """One state of both regions. Never mutated: steps return new worlds."""
+    """One state of every region. Never mutated: steps return new worlds."""
 
-    tables: tuple[dict[str, Item], dict[str, Item]]
-    streams: tuple[tuple[ChangeRecord, ...], tuple[ChangeRecord, ...]]
-    cursors: tuple[int, int]
-    """Per direction: the next record of the source stream to deliver in order."""
-    parked: tuple[frozenset[int], frozenset[int]]
-    """Per direction: dead-lettered records (skipped in order), to be redriven later."""
+    tables: tuple[dict[str, Item], ...]
+    streams: tuple[tuple[ChangeRecord, ...], ...]
+    cursors: tuple[int, ...]
+    """Per lane: the next record of the source stream to deliver in order."""
+    parked: tuple[frozenset[int], ...]
+    """Per lane: dead-lettered records (skipped in order), to be redriven later."""
+    stream_ids: tuple[tuple[tuple[Any, ...], ...], ...] = ()
+    """Per region, each stream record's content, kept beside the stream so memoisation need not recompute it."""
+    by_app: tuple[frozenset[int], ...] | None = None
+    """Per region, the positions in its stream of the records the application made (the rest are
+    replicators' and TTL's); None: not tracked (``Settings.forwards_application_only`` is false)."""
     ops_done: int = 0
     faults_left: int = 1
     """Replays, dead letters and expiries of tombstones before a replay, together."""
@@ -94,16 +107,25 @@ class World:
 
     def frozen(self) -> tuple[Any, ...]:
         """A hashable identity of the state, for memoisation."""
+        return (self.content(), self.faults_left)
+
+    def table_contents(self) -> tuple[Any, ...]:
+        """Every table's items, hashable."""
+        return tuple(tuple(sorted((pk, _freeze(item)) for pk, item in table.items())) for table in self.tables)
+
+    def content(self) -> tuple[Any, ...]:
+        """The identity without the fault budget: with more budget a state allows every step it does with less."""
+        # The tables are left out: every change to one appends its record (new image included) to the
+        # region's stream, so the streams determine them.
         return (
-            tuple(tuple(sorted((k, _freeze(v)) for k, v in t.items())) for t in self.tables),
-            tuple(tuple(_record_id(r) for r in s) for s in self.streams),
+            self.stream_ids,
             self.cursors,
             self.parked,
             self.ops_done,
-            self.faults_left,
             self.replays_closed,
             self.last_writer,
             self.later_ms,
+            self.by_app,
         )
 
 
@@ -121,9 +143,21 @@ def _record_id(record: ChangeRecord) -> tuple[Any, ...]:
     )
 
 
-def empty_world(*, faults: int = 1) -> World:
-    """Both tables empty, nothing delivered; ``faults``: the budget of replays, dead letters and expiries."""
-    return World(({}, {}), ((), ()), (0, 0), (frozenset(), frozenset()), faults_left=faults)
+def empty_world(*, faults: int = 1, regions: int = 2, track_makers: bool = True) -> World:
+    """Every table empty, nothing delivered; ``faults``: the budget of replays, dead letters and expiries.
+
+    ``track_makers``: remember which records the application made (``World.by_app``).
+    """
+    lanes = regions * (regions - 1)
+    return World(
+        tuple({} for _ in range(regions)),
+        ((),) * regions,
+        (0,) * lanes,
+        (frozenset(),) * lanes,
+        faults_left=faults,
+        stream_ids=((),) * regions,
+        by_app=(frozenset(),) * regions if track_makers else None,
+    )
 
 
 def _stream_time_s(world: World, settings: Settings) -> float:
@@ -132,8 +166,13 @@ def _stream_time_s(world: World, settings: Settings) -> float:
     return (world.app_clock_ms() + 5) / 1000
 
 
-def change(world: World, settings: Settings, region: int, pk: str, after: Item | None, *, ttl: bool = False) -> World:
-    """Set ``pk`` in ``region``'s table to ``after`` and append the stream record it makes."""
+def change(
+    world: World, settings: Settings, region: int, pk: str, after: Item | None, *, ttl: bool = False, app: bool = False
+) -> World:
+    """Set ``pk`` in ``region``'s table to ``after`` and append the stream record it makes.
+
+    ``app``: the application makes the change (else a replicator or TTL does).
+    """
     before = world.tables[region].get(pk)
     if before == after:
         return world
@@ -156,7 +195,7 @@ def change(world: World, settings: Settings, region: int, pk: str, after: Item |
         "eventID": ddb["SequenceNumber"],
         "eventName": "INSERT" if before is None else ("REMOVE" if after is None else "MODIFY"),
         "dynamodb": ddb,
-        "awsRegion": REGIONS[region],
+        "awsRegion": settings.regions[region],
     }
     if ttl:
         event["userIdentity"] = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
@@ -164,10 +203,17 @@ def change(world: World, settings: Settings, region: int, pk: str, after: Item |
     streams = list(world.streams)
     streams[region] = (*streams[region], record)
     if len(streams[region]) > MAX_STREAM:
-        raise Livelock(f"{REGIONS[region]}'s stream passed {MAX_STREAM} records")
+        raise Livelock(f"{settings.regions[region]}'s stream passed {MAX_STREAM} records")
     tables = list(world.tables)
     tables[region] = table
-    return dataclasses.replace(world, tables=(tables[0], tables[1]), streams=(streams[0], streams[1]))
+    ids = list(world.stream_ids)
+    ids[region] = (*ids[region], _record_id(record))
+    by_app = world.by_app
+    if app and by_app is not None:
+        by_app = tuple(made | {len(world.streams[region])} if r == region else made for r, made in enumerate(by_app))
+    return dataclasses.replace(
+        world, tables=tuple(tables), streams=tuple(streams), stream_ids=tuple(ids), by_app=by_app
+    )
 
 
 def app_op(world: World, settings: Settings, region: int, pk: str, kind: str) -> World | None:
@@ -183,7 +229,7 @@ def app_op(world: World, settings: Settings, region: int, pk: str, kind: str) ->
             return None
         after: Item | None = None
     else:
-        attrs: dict[str, Any] = {"a": value, "b": {"S": REGIONS[region]}}
+        attrs: dict[str, Any] = {"a": value, "b": {"S": settings.regions[region]}}
         if settings.timestamp:
             # The contract: greater than the timestamp of the item it replaces (or the clock's).
             current_ts = int(current[TS]["N"]) if current and TS in current else 0
@@ -199,31 +245,34 @@ def app_op(world: World, settings: Settings, region: int, pk: str, kind: str) ->
             attrs[TS] = {"N": str(max(world.app_clock_ms(), current_ts + 1, max(seen, default=0) + 1))}
         # put: a whole item, markers dropped; update: an UpdateItem upsert (SET a, b, ts), markers stay.
         after = {"pk": {"S": pk}, **attrs} if kind == "put" else {**(current or {"pk": {"S": pk}}), **attrs}
-    stamped = change(world, settings, region, pk, after)
+    stamped = change(world, settings, region, pk, after, app=True)
     return dataclasses.replace(stamped, ops_done=world.ops_done + 1, last_writer=region)
 
 
-def deliver(world: World, settings: Settings, workers: tuple[Worker, ...], direction: int, index: int) -> World:
-    """Worker ``direction`` processes record ``index`` of its source stream (any number of times)."""
-    record = world.streams[direction][index]
-    worker = workers[direction]
+def deliver(world: World, settings: Settings, workers: tuple[Worker, ...], lane: int, index: int) -> World:
+    """``lane``'s writer processes record ``index`` of its source stream (any number of times)."""
+    source, target = settings.lanes[lane]
+    record = world.streams[source][index]
+    worker = workers[lane]
     try:
         decision = worker.pipeline.run(record)
     except (TransformError, RecordRejectedError):
         return world  # dead-lettered for good: a redrive fails the same way
     if isinstance(decision, str):
         return world
-    target = 1 - direction
+    if settings.forwards_application_only and world.by_app is not None and index not in world.by_app[source]:
+        # Only the application's own changes may travel: forwarding a replicated one is how changes loop.
+        raise Forwarded(f"lane {source}>{target} forwards record {index} of {settings.regions[source]}'s stream")
     world = _apply(world, settings, target, worker.writer.request(decision).params)
     if worker.source_writer is not None and decision.item is None:
         keys = decision.record.event["dynamodb"]["Keys"]
         request = worker.source_writer.request(dataclasses.replace(decision, keys=keys))
-        world = _apply(world, settings, direction, request.params)
+        world = _apply(world, settings, source, request.params)
     elif worker.source_writer is not None:
         # As BatchProcessor._revive_source: an upsert on a tombstone gets its flags cleared in the source.
         revive = worker.source_writer.revive_request(record.event["dynamodb"]["NewImage"], decision.version)
         if revive is not None:
-            world = _apply(world, settings, direction, revive.params)
+            world = _apply(world, settings, source, revive.params)
     return world
 
 
