@@ -424,6 +424,13 @@ class Config(BaseSettings):
             same = (target.region, target.table, target.endpoint_url)
             if same == (self.source.region, self.source.table, self.source.endpoint_url):
                 raise ValueError(f"targets[{index}] is the source table itself: every change would loop")
+        if self.fan_out and self.failure.parallelization_factor > 1:
+            # The fan-out reader hands out one batch at a time and each target writes one at a time
+            # (runtime/shard_fanout.py): the setting would be silently ignored.
+            raise ValueError(
+                "failure.parallelization_factor above 1 is not supported with several targets (each target "
+                "writes a shard's batches one at a time): set it to 1, or run one worker per target"
+            )
         return self
 
     @model_validator(mode="after")

@@ -83,6 +83,13 @@ def test_for_target_replaces_filters_and_transforms_with_the_targets_own() -> No
         ({"targets": [{"region": "us-east-1", "table": "orders"}]}, "targets[0] is the source table itself"),
         (
             {
+                "failure": {"parallelization_factor": 2},
+                "targets": [{"region": "eu-west-1", "table": "orders"}, {"region": "ap-south-1", "table": "orders"}],
+            },
+            "failure.parallelization_factor above 1 is not supported with several targets",
+        ),
+        (
+            {
                 "replication": {"timestamp_attribute": "updatedAt"},
                 "targets": [
                     {"region": "eu-west-1", "table": "orders"},
