@@ -357,6 +357,13 @@ class FanOutConfig(BaseModel):
         "detached: the reader goes on for the others, and the target catches up from its own checkpoint with a "
         "second reader of the shard (one per shard at a time), rejoining when it reaches the first.",
     )
+    on_shard_end_while_detached: Literal["wait", "dead_letter"] = Field(
+        default="wait",
+        description="A shard ends while a target is still detached. wait: its children wait until that target "
+        "caught up (the other targets stall until then). dead_letter: the detached target's rest of the shard "
+        "goes to failure.on_failure.destination (naming the target; redrive --target replays it) and the "
+        "children start for every target. Needs a destination.",
+    )
 
 
 class Config(BaseSettings):
@@ -424,6 +431,11 @@ class Config(BaseSettings):
             same = (target.region, target.table, target.endpoint_url)
             if same == (self.source.region, self.source.table, self.source.endpoint_url):
                 raise ValueError(f"targets[{index}] is the source table itself: every change would loop")
+        if self.fanout.on_shard_end_while_detached == "dead_letter" and self.failure.on_failure.destination is None:
+            raise ValueError(
+                "fanout.on_shard_end_while_detached: dead_letter needs failure.on_failure.destination (where the "
+                "detached target's records go): set one, or use wait"
+            )
         if self.fan_out and self.failure.parallelization_factor > 1:
             # The fan-out reader hands out one batch at a time and each target writes one at a time
             # (runtime/shard_fanout.py): the setting would be silently ignored.

@@ -75,6 +75,22 @@ class TargetUnavailableError(ReplicatorError):
         super().__init__(f"the target refuses writes: {code}")
 
 
+class TargetDetachedError(ReplicatorError):
+    """A shard ended while this target was detached; its rest of the shard is dead-lettered, not written.
+
+    With ``fanout.on_shard_end_while_detached: dead_letter``: the other targets go on to the shard's
+    children instead of waiting; ``redrive --target`` replays these letters to this target later.
+    """
+
+    def __init__(self, target_id: str, shard_id: str) -> None:
+        """Name the target and the shard."""
+        self.target_id = target_id
+        super().__init__(
+            f"shard {shard_id} ended while target {target_id} was detached: dead-lettered so the other targets "
+            f"go on (fanout.on_shard_end_while_detached); replay with redrive --target {target_id}"
+        )
+
+
 class LeaseLostError(ReplicatorError):
     """The shard's lease is held by another worker now; this one must stop processing the shard."""
 

@@ -288,6 +288,19 @@ class BatchProcessor:
             "PutItem", lambda: writer.revive(image, write.version), policy=self.retry_policy, metrics=self.metrics
         )
 
+    async def dead_letter_all(self, records: Sequence[ChangeRecord], error: BaseException) -> BatchResult:
+        """Send every record to the dead-letter destination with ``error``, counted ``dead_lettered``.
+
+        For a fan-out target set aside at a shard's end (``runtime/shard_fanout.py``): its records are
+        kept, with their content, for ``redrive`` instead of held. Raises PoisonRecordError without a
+        destination (the configuration requires one for that policy).
+        """
+        result = BatchResult()
+        for record in records:
+            await self._dead_letter(record, error, 0, result)
+        self._account(result, records)
+        return result
+
     async def _dead_letter(
         self, record: ChangeRecord, error: BaseException, attempts: int, result: BatchResult
     ) -> None:

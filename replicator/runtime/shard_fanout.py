@@ -20,8 +20,12 @@ The contract (DESIGN.md, "Fan-out"):
   hand-out position it is attached again, the check and the switch in one step with no await between:
   the next batch the reader hands out is the first it has not written: no gap, no duplicate.
 - **Shard end.** The reader at the shard's end waits until every target has written every record; only
-  then is the shard-end checkpoint written (which lets the children start). A target down for long thus
-  holds the shard's children back until it caught up (or dead-lettered near retention).
+  then is the shard-end checkpoint written (which lets the children start). With
+  ``fanout.on_shard_end_while_detached: wait`` a target down for long thus holds the shard's children
+  back until it caught up (or dead-lettered near retention). With ``dead_letter``, a target that is
+  detached (or attached but unavailable) when the shard ends is *set aside*: the write it is held in is
+  cancelled and every record of the shard it has not written goes to the dead-letter destination (naming
+  the target), its queue first, then through its catch-up reader; then the shard ends for every target.
 - A failure of any target's writer (a poison record, a lost lease) stops the whole shard, as one target did.
 """
 
@@ -36,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from replicator.core.errors import TargetDetachedError
 from replicator.core.retry import retrying
 from replicator.pipeline.processor import BatchResult
 
@@ -82,6 +87,8 @@ class TargetLane:
     """Set by the reader when it queues a batch; only the writer, which waits on it, clears it."""
     has_room: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     """Set by the writer when a batch leaves the queue; only the reader, which waits on it, clears it."""
+    set_aside: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    """Set at the shard's end (policy dead_letter): its unwritten records are dead-lettered, not written."""
 
     @property
     def idle(self) -> bool:
@@ -134,6 +141,7 @@ class ShardFanOut:
         self.metrics = metrics
         self.max_buffered = cfg.max_buffered_batches
         self.detach_after_s = cfg.detach_after_s
+        self.on_shard_end = cfg.on_shard_end_while_detached
         self.retry_policy = retry_policy
         self.lanes = {
             tid: TargetLane(tid, processor, checkpoint.target_position(tid) if checkpoint else None)
@@ -230,11 +238,30 @@ class ShardFanOut:
         while not self.done():
             if self.failure is not None:
                 raise self.failure
+            self._set_aside_stuck_targets()
             self.progress.clear()
-            await _first(self.progress.wait(), self.failed.wait())
+            # A target may turn unavailable while the others finish: look at its health again now and then.
+            await _first(self.progress.wait(), self.failed.wait(), asyncio.sleep(HEALTH_POLL_S))
         if self.failure is not None:
             raise self.failure
         await self.save(shard_end=True)
+
+    def _set_aside_stuck_targets(self) -> None:
+        """Policy dead_letter: a target detached or unavailable at the shard's end is set aside (module doc)."""
+        if self.on_shard_end != "dead_letter":
+            return
+        for lane in self.lanes.values():
+            if lane.set_aside.is_set() or (lane.attached and lane.idle):
+                continue
+            if not lane.attached or lane.unavailable():
+                lane.set_aside.set()
+                self.metrics.errors.labels(kind="target_set_aside").inc()
+                self.log.warning(
+                    "target_set_aside",
+                    target=lane.target_id,
+                    checkpoint=lane.position,
+                    action=f"the rest of the shard is dead-lettered; replay with redrive --target {lane.target_id}",
+                )
 
     # --- the writers' side ---------------------------------------------------------------------------
 
@@ -284,13 +311,37 @@ class ShardFanOut:
                 return
 
     async def write(self, lane: TargetLane, records: Sequence[ChangeRecord]) -> None:
-        """Write records (in shard order, after ``lane.position``) to one target, then save its position."""
-        await lane.processor.process(records)
+        """Write records (in shard order, after ``lane.position``) to one target, then save its position.
+
+        A target set aside (shard end, policy dead_letter) gets its records dead-lettered instead; a write
+        held when that happens is cancelled and its records dead-lettered (those it wrote meanwhile are then
+        both written and dead-lettered: a redrive of them is superseded).
+        """
+        if self.on_shard_end == "dead_letter":
+            await self._write_or_set_aside(lane, records)
+        else:
+            await lane.processor.process(records)
         lane.position = records[-1].sequence_number
         status = self.state.target(self.shard.shard_id, lane.target_id)
         status.newest_done_s = records[-1].approximate_creation_time_us / 1_000_000
         await self.save()
         self.progress.set()
+
+    async def _write_or_set_aside(self, lane: TargetLane, records: Sequence[ChangeRecord]) -> None:
+        if not lane.set_aside.is_set():
+            writing = asyncio.ensure_future(lane.processor.process(records))
+            aside = asyncio.ensure_future(lane.set_aside.wait())
+            try:
+                await asyncio.wait({writing, aside}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                aside.cancel()
+                if not writing.done():
+                    writing.cancel()
+                    await asyncio.gather(writing, return_exceptions=True)
+            if not writing.cancelled():
+                writing.result()
+                return
+        await lane.processor.dead_letter_all(records, TargetDetachedError(lane.target_id, self.shard.shard_id))
 
     async def save(self, *, shard_end: bool = False) -> None:
         """Save every target's position and the slowest as the shard's, in one write (skipped when unchanged)."""

@@ -90,6 +90,13 @@ def test_for_target_replaces_filters_and_transforms_with_the_targets_own() -> No
         ),
         (
             {
+                "fanout": {"on_shard_end_while_detached": "dead_letter"},
+                "targets": [{"region": "eu-west-1", "table": "orders"}, {"region": "ap-south-1", "table": "orders"}],
+            },
+            "fanout.on_shard_end_while_detached: dead_letter needs failure.on_failure.destination",
+        ),
+        (
+            {
                 "replication": {"timestamp_attribute": "updatedAt"},
                 "targets": [
                     {"region": "eu-west-1", "table": "orders"},

@@ -16,6 +16,7 @@ from replicator.checkpoint.dynamodb import targets_of
 from replicator.checkpoint.leases import LeasedCheckpointStore, LeaseManager
 from replicator.checkpoint.sqlite import SqliteCheckpointStore
 from replicator.core.config import FanOutConfig, LeaseConfig, ReaderConfig
+from replicator.core.errors import TargetDetachedError
 from replicator.core.retry import RetryPolicy
 from replicator.observe.metrics import Metrics
 from replicator.observe.state import WorkerState
@@ -50,6 +51,7 @@ class _Target:
         self.hold_after = 0 if held else hold_after
         """Records written before writes start to wait for ``release``."""
         self.waiting = False
+        self.dead_lettered: list[int] = []
         if self.hold_after is None:
             self.gate.set()
 
@@ -64,6 +66,10 @@ class _Target:
             self.waiting = False
         await asyncio.sleep(0)
         self.written.extend(int(r.sequence_number) for r in records)
+
+    async def dead_letter_all(self, records: Sequence[ChangeRecord], error: BaseException) -> None:
+        assert isinstance(error, TargetDetachedError)
+        self.dead_lettered.extend(int(r.sequence_number) for r in records)
 
 
 class _CountingStream(ScriptedStream):
@@ -369,3 +375,43 @@ async def test_stopping_does_not_wait_out_a_full_queue(tmp_path: Path) -> None:
     await asyncio.gather(task, return_exceptions=True)
     saved = (await store.load_all(stream.arn))[SHARD]
     assert saved.targets == {"a": fanout.handed, "b": f"{10:021d}"}
+
+
+@pytest.mark.parametrize("stuck", ["held", "unavailable"])
+async def test_dead_letter_policy_ends_the_shard_for_every_target(tmp_path: Path, stuck: str) -> None:
+    """on_shard_end_while_detached: dead_letter: a stuck target's rest of the shard is dead-lettered, the shard ends."""
+    stream = _stream(200)
+    healthy, held = _Target(), _Target(hold_after=3)
+    if stuck == "unavailable":
+        held.target.unavailable_code = "AccessDeniedException"
+    store = await _sqlite(tmp_path)
+    fanout, reader, _ = _fanout(stream, {"a": healthy, "b": held}, store)
+    fanout.on_shard_end = "dead_letter"
+    task = asyncio.create_task(run_fanned_out(fanout, reader))
+    # Never released: without the policy the shard would wait for target b for ever.
+    assert await asyncio.wait_for(task, 20) == "shard_end"
+    assert healthy.written == _all(200)
+    # Every record of b's: written before it got stuck, or dead-lettered after, once and in order.
+    assert held.written + held.dead_lettered == _all(200)
+    assert held.written == _all(10)  # its first batch of 10, written before it started to hold
+    assert fanout.max_readers <= 2
+    final = (await store.load_all(stream.arn))[SHARD]
+    assert final.shard_end
+    assert final.targets == {"a": f"{200:021d}", "b": f"{200:021d}"}
+
+
+async def test_wait_policy_holds_the_shard_end_for_a_stuck_target(tmp_path: Path) -> None:
+    """The default (wait): the shard does not end while a target is held, and nothing is dead-lettered."""
+    stream = _stream(50)
+    healthy, held = _Target(), _Target(hold_after=3)
+    store = await _sqlite(tmp_path)
+    fanout, reader, _ = _fanout(stream, {"a": healthy, "b": held}, store)
+    task = asyncio.create_task(run_fanned_out(fanout, reader))
+    await _until(lambda: healthy.written == _all(50) and held.waiting, task)
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    assert not (await store.load_all(stream.arn))[SHARD].shard_end
+    held.release()
+    assert await asyncio.wait_for(task, 20) == "shard_end"
+    assert held.written == _all(50)
+    assert held.dead_lettered == []

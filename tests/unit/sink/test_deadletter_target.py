@@ -9,10 +9,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
+from support import sample
 
 from replicator.aws.clients import TargetClient
 from replicator.core.config import Config
-from replicator.core.errors import TransformError
+from replicator.core.errors import TargetDetachedError, TransformError
 from replicator.core.records import ChangeRecord, from_lambda_event
 from replicator.core.retry import RetryPolicy
 from replicator.observe.metrics import Metrics
@@ -135,3 +136,23 @@ def test_a_letter_without_a_target_id_keeps_its_old_fifo_group() -> None:
     assert deadletter.message_group_id(old) != deadletter.message_group_id(new)
     identity = json.dumps(["src", old["record"]["dynamodb"]["Keys"]], sort_keys=True, separators=(",", ":"))
     assert deadletter.message_group_id(old) == hashlib.sha256(identity.encode()).hexdigest()
+
+
+async def test_a_target_set_aside_at_shard_end_dead_letters_with_its_name_and_why(tmp_path: Path) -> None:
+    """``dead_letter_all`` (fan-out, shard end): each record is a letter naming the target, counted dead_lettered."""
+    cfg = _config()
+    sink = deadletter.JsonlDeadLetters(tmp_path / "dead.jsonl", context=deadletter.DeadLetterContext.from_config(cfg))
+    targets = {"eu": Target(rejects=False), "ap-south-1": Target(rejects=False)}
+    clients = {name: TargetClient(t) for name, t in targets.items()}  # type: ignore[arg-type]
+    metrics = Metrics()
+    processors = build_processors(cfg, target_clients=clients, metrics=metrics, dead_letters=sink)
+    result = await processors["eu"].dead_letter_all(
+        [_record("k", 1), _record("j", 2)], TargetDetachedError("eu", "shardId-1")
+    )
+    assert result.outcomes == {"dead_lettered": 2}
+    assert targets["eu"].items == {}
+    letters = deadletter.read_jsonl(tmp_path / "dead.jsonl")
+    assert [d["target"]["id"] for d in letters] == ["eu", "eu"]
+    assert [d["record"]["dynamodb"]["SequenceNumber"] for d in letters] == [f"{1:021d}", f"{2:021d}"]
+    assert {d["error"]["type"] for d in letters} == {"TargetDetachedError"}
+    assert sample(metrics, "replicator_records_total", target="eu", outcome="dead_lettered") == 2
