@@ -62,4 +62,9 @@ class HealthServer:
         body: dict[str, object] = {"ready": ready, "shards_not_ready": bad, "shards": len(self.state.shards)}
         if starting:
             body["reason"] = "starting"
+        targets = self.state.targets_json()
+        if targets:
+            # Fan-out: each shard's targets (checkpoint, attached or catching up, queued batches, lag).
+            # A detached target does not make the worker unready: the others are replicating.
+            body["targets"] = targets
         return web.Response(status=200 if ready else 503, text=json.dumps(body) + "\n", content_type="application/json")

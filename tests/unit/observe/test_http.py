@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -150,3 +151,19 @@ async def test_closed_server_refuses_connections(state: WorkerState) -> None:
     await srv.close()
     with pytest.raises(aiohttp.ClientConnectionError):
         await _get(srv, "/healthz")
+
+
+async def test_readyz_shows_each_targets_progress_with_fan_out(server: HealthServer, state: WorkerState) -> None:
+    """With several targets /readyz lists each shard's targets; a detached one leaves the worker ready."""
+    state.running = True
+    state.set_state("s1", "reading")
+    state.caught_up("s1")
+    healthy, behind = state.target("s1", "eu"), state.target("s1", "ap")
+    healthy.checkpoint = "00000000000000000000042"
+    behind.attached, behind.queued_batches, behind.newest_done_s = False, 0, T0 - 30
+    status, _, body = await _get(server, "/readyz")
+    assert status == 200
+    targets = json.loads(body)["targets"]["s1"]
+    assert targets["eu"] == {"checkpoint": "00000000000000000000042", "attached": True, "queued_batches": 0, "lag_s": 0}
+    assert targets["ap"]["attached"] is False
+    assert targets["ap"]["lag_s"] == 30
