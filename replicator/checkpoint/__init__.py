@@ -48,6 +48,17 @@ class Checkpoint:
         return own
 
 
+def for_one_target(checkpoint: Checkpoint | None, target_id: str) -> Checkpoint | None:
+    """The checkpoint a single-target reader resumes from: its own fan-out position when it has one.
+
+    After a run with several targets the shard's ``sequence_number`` is the slowest target's; the one
+    target left resumes from its own (``Checkpoint.target_position``), not re-writing what it wrote.
+    """
+    if checkpoint is None or not checkpoint.targets:
+        return checkpoint
+    return dataclasses.replace(checkpoint, sequence_number=checkpoint.target_position(target_id))
+
+
 class CheckpointStore(Protocol):
     """Where checkpoints live. One store serves one stream ARN (the ARN is part of the key).
 

@@ -101,13 +101,7 @@ def one_of_target_or_targets(data: object) -> object:
         return data
     has_target, targets = "target" in data, data.get("targets")
     if has_target and targets is not None:
-        # A dump of a validated Config (model_dump) holds both: targets[0] is target. With one target, an
-        # edited target (a dump updated, an environment variable) is what is meant.
-        if isinstance(targets, list) and len(targets) == 1:
-            return {**data, "targets": [data["target"]]}
-        if isinstance(targets, list) and targets and _same(targets[0], data["target"]):
-            return data
-        raise ValueError("give target (one table) or targets (a list of tables), not both")
+        return _both_given(data, targets)
     if has_target:
         return {**data, "targets": [data["target"]]}
     if isinstance(targets, list) and targets:
@@ -116,6 +110,22 @@ def one_of_target_or_targets(data: object) -> object:
         raise ValueError("targets is empty: list at least one target table (or give target)")
     # Neither: pydantic reports target as a required key.
     return data
+
+
+def _both_given(data: dict[str, Any], targets: object) -> dict[str, Any]:
+    """``target`` beside ``targets``: a dump of a validated Config, or one target edited (see below)."""
+    # A dump of a validated Config (model_dump) holds both: targets[0] is target. With one target, an
+    # edited target (a dump updated, an environment variable) is what is meant.
+    if isinstance(targets, list) and len(targets) == 1:
+        only, edit = targets[0], data["target"]
+        if isinstance(only, dict) and isinstance(edit, dict):
+            # A partial target (one environment variable) edits the one entry, key by key.
+            merged = {**only, **edit}
+            return {**data, "target": merged, "targets": [merged]}
+        return {**data, "targets": [edit]}
+    if isinstance(targets, list) and targets and _same(targets[0], data["target"]):
+        return data
+    raise ValueError("give target (one table) or targets (a list of tables), not both")
 
 
 def _same(a: object, b: object) -> bool:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from replicator.checkpoint import Checkpoint
+from replicator.checkpoint import Checkpoint, for_one_target
 from replicator.core.errors import LeaseLostError
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import error_text
@@ -290,7 +290,7 @@ class Coordinator:
                 api=self.api,
                 stream_arn=self.stream_arn,
                 shard=shard,
-                checkpoint=checkpoint,
+                checkpoint=for_one_target(checkpoint, cfg.target.target_id),
                 store=self.assignment.store,
                 processor=self.processor,
                 state=self.state,

@@ -8,6 +8,7 @@ writer; its shard-end save waits for every target. ``run_fanned_out`` runs it wi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -90,6 +91,11 @@ async def run_fanned_out(fanout: ShardFanOut, reader: ShardReader) -> ReaderExit
     Stopped (shutdown, lease lost), the queued batches are written before it returns; cancelled, the
     writers are cancelled too (their records are read again after a restart).
     """
+    if reader.position is None and any(lane.position is not None for lane in fanout.lanes.values()):
+        # A target has written records of this shard and another none: the shard has no position of its
+        # own, and starting_position LATEST would skip what came since for every target. Read it from the
+        # start; targets already past a record skip it.
+        reader.settings = dataclasses.replace(reader.settings, initial_position="TRIM_HORIZON")
     fanout.start()
     reading = asyncio.ensure_future(reader.run())
     failed = asyncio.ensure_future(fanout.failed.wait())
