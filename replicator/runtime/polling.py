@@ -12,7 +12,6 @@ the first record of a shard that wakes waits up to ``max`` for the next poll (p9
 
 from __future__ import annotations
 
-
 IDLE_START_S = 0.01
 """Where the growth starts when the fast interval is 0 (doubling 0 would poll an idle shard back to back)."""
 
