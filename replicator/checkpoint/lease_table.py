@@ -9,7 +9,8 @@ index, ``dynamodb.py``). A take is conditional on the counter this worker read; 
 counter this worker last wrote and on being the owner.
 
 Rebalancing reads the live index only (eventually consistent: a stale read is at worst a take that
-fails its condition, or a lower counter than ours, which is not a loss). That a shard finished stays
+fails its condition, or a lower counter than ours, which is not a loss; a held lease it does not show is
+read from the table before it counts as gone). That a shard finished stays
 answerable from the store after its item left the index, and after cleanup deleted it
 (``lease_cleanup.py``): its item says ``shardEnd``, or a child's lease was taken (``leaseCounter`` above
 0), which only happens once every parent ended.

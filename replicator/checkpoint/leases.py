@@ -193,11 +193,24 @@ class LeaseManager:
         if unknown:
             await table.lookup(unknown)
 
+    async def _refresh_with_held(self) -> dict[str, LeaseItem]:
+        """Refresh; a held lease the live index did not show is read from the table before it counts as gone.
+
+        Absent from the index is not gone: the index lags the table, and an older version's item has no
+        live key until a sweep repairs it (``lease_cleanup.py``).
+        """
+        items = await self.refresh()
+        missing = [sid for sid in self._table.held if sid not in items]
+        if missing:
+            found = await self._table.lookup(missing)
+            items.update((sid, lease) for sid, lease in found.items() if not lease.shard_end)
+        return items
+
     async def rebalance(self, tree: ShardTree) -> list[str]:
         """Refresh, then take free/expired leases up to the fair share, or steal one. Returns shards taken."""
         if self._stopping:
             return []
-        items = await self.refresh()
+        items = await self._refresh_with_held()
         self._table.forget(set(tree.shards))
         await self._learn_parents(tree)
         active = self._active(items, tree)

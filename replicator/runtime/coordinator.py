@@ -219,7 +219,10 @@ class Coordinator:
         blocked: set[str] = set()
         skip = self.cfg.reader.on_trimmed_data == "skip_to_trim_horizon"
         for shard in self.tree.shards.values():
-            if shard.shard_id in checkpoints or not self.assignment.owns(shard.shard_id):
+            own = checkpoints.get(shard.shard_id)
+            # A lease item without a position is no progress: leases create one for every listed shard.
+            started = own is not None and (own.sequence_number is not None or own.shard_end)
+            if started or not self.assignment.owns(shard.shard_id):
                 continue  # a child already started got past its parent earlier (or is not ours)
             for parent in (shard.parent_shard_id, shard.adjacent_parent_shard_id):
                 cp = checkpoints.get(parent) if parent is not None else None

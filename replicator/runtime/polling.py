@@ -12,6 +12,9 @@ the first record of a shard that wakes waits up to ``max`` for the next poll (p9
 
 from __future__ import annotations
 
+IDLE_START_S = 0.01
+"""Where the growth starts when the fast interval is 0 (doubling 0 would poll an idle shard back to back)."""
+
 
 class IdleBackoff:
     """The wait schedule of one shard: fast while records flow, doubling on each empty read up to a cap."""
@@ -26,7 +29,7 @@ class IdleBackoff:
     def after_empty(self) -> float:
         """An empty read: return the wait before the next poll, and grow the one after it."""
         delay_s = self._next_s
-        self._next_s = min(self.max_s, max(delay_s * self.factor, self.fast_s))
+        self._next_s = min(self.max_s, max(delay_s * self.factor, self.fast_s, IDLE_START_S))
         return delay_s
 
     def after_records(self) -> None:

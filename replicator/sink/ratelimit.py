@@ -274,7 +274,8 @@ class WriteGate:
             if waiter.done() and not waiter.cancelled():
                 # Admitted just as it was cancelled: hand the slot on.
                 self._release_slot()
-            else:
+            elif waiter in self._waiters:
+                # Not there when a slot freed in the same turn: _admit already dropped it as done.
                 self._waiters.remove(waiter)
             raise
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+from botocore.exceptions import ClientError
 from fake_lease_table import FakeLeaseTable
 
 from replicator.checkpoint.leases import LeaseManager
@@ -272,3 +274,34 @@ async def test_a_stale_live_index_read_from_before_our_take_does_not_drop_the_le
     await a.rebalance(tree)
     assert a.held() == {"s0"}
     await a.checkpoint("s0", "5", shard_end=False, parent_shard_id=None)
+
+
+class _RepairFailsTable(FakeLeaseTable):
+    """Setting the live key is throttled while ``repair_fails``: the sweep stops before repairing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repair_fails = False
+
+    async def update_item(self, **kwargs: Any) -> None:
+        if self.repair_fails and kwargs["UpdateExpression"].startswith("SET liveStreamArn"):
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "UpdateItem")
+        await super().update_item(**kwargs)
+
+
+async def test_a_failed_sweep_does_not_switch_to_the_index_and_drop_a_lease_without_the_live_key() -> None:
+    """A lease an older version created (no live key) and we hold stays held when the repairing sweep fails."""
+    table, clock = _RepairFailsTable(), _Clock()
+    table.has_live_index = False
+    a = _manager(table, "A", clock)
+    await a.prepare()  # adds the index; until it is ACTIVE and backfilled, every item of the stream is read
+    # An older worker of a rolling deploy creates a child's lease, without the live key.
+    table.items["c"] = {"streamArn": {"S": ARN}, "shardId": {"S": "c"}, "leaseCounter": {"N": "0"}}
+    tree = ShardTree()
+    _listing(tree, Shard("c", None, "1"))
+    assert await a.rebalance(tree) == ["c"]
+    table.repair_fails = True
+    with pytest.raises(ClientError):
+        await _cleanup(a, tree, clock)
+    await a.rebalance(tree)
+    assert a.held() == {"c"}, "the held lease was dropped: the index does not show it yet"

@@ -40,6 +40,17 @@ def test_a_cap_below_the_fast_interval_keeps_the_fast_interval() -> None:
     assert [zero.after_empty() for _ in range(3)] == [0, 0, 0]
 
 
+def test_a_zero_fast_interval_still_backs_off_an_idle_shard_to_the_cap() -> None:
+    """poll_interval_s 0 (allowed: poll busy shards back to back) must not poll an idle shard back to back too."""
+    backoff = IdleBackoff(fast_s=0, max_s=5.0)
+    waits = [backoff.after_empty() for _ in range(30)]
+    assert waits[0] == 0
+    assert waits == sorted(waits)
+    assert waits[-1] == 5.0
+    backoff.after_records()
+    assert backoff.after_empty() == 0
+
+
 def test_default_cap_cuts_idle_get_records_to_a_quarter_at_most() -> None:
     """The default cap is at least 4x the old 1 s, so an idle shard's steady poll rate is <= 1/4 of before."""
     cfg = ReaderConfig()

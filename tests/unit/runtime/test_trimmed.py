@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from fake_lease_table import FakeLeaseTable
 from scripted_stream import RecordingTarget, ScriptedStream
 
 from replicator.aws.clients import Clients, TargetClient
@@ -131,6 +132,53 @@ async def test_a_parent_trimmed_before_it_was_read_to_its_end_is_data_loss(tmp_p
         else:
             await _until(lambda: target.values_of("k") == [3])
             assert _errors(metrics, "trimmed_data_skipped") == 1
+        assert _errors(metrics, "trimmed_data") == 1
+    finally:
+        rep.stop()
+        await task
+
+
+async def test_with_leases_a_parent_trimmed_before_it_was_read_to_its_end_is_data_loss_too() -> None:
+    """Leases on: the child's fresh lease item is no progress; the unfinished, unlisted parent stops it, counted."""
+    stream = ScriptedStream()
+    stream.add_shard("p")
+    first = stream.put("p", "k", 1)
+    stream.put("p", "k", 2)  # never read: trimmed with its shard while the worker was down
+    stream.close("p")
+    stream.add_shard("c", parent="p")
+    stream.put("c", "k", 3)
+    stream.hidden.add("p")
+    table = FakeLeaseTable()
+    # The parent's lease as the last worker left it: checkpointed short of its end, released.
+    table.items["p"] = {
+        "streamArn": {"S": stream.arn},
+        "shardId": {"S": "p"},
+        "leaseCounter": {"N": "5"},
+        "checkpoint": {"S": first},
+        "shardEnd": {"BOOL": False},
+        "updatedAt": {"N": "1"},
+        "liveStreamArn": {"S": stream.arn},
+    }
+    cfg = Config(
+        source={"region": "us-east-1", "table": "Orders"},  # type: ignore[arg-type]
+        target={"region": "eu-west-1", "table": "Orders"},  # type: ignore[arg-type]
+        checkpoint={"backend": "dynamodb", "table": "leases"},  # type: ignore[arg-type]
+        metrics={"enabled": False},  # type: ignore[arg-type]
+        reader=READER,  # type: ignore[arg-type]
+        leases={"enabled": True, "failover_time_s": 60, "renew_interval_s": 0.1},  # type: ignore[arg-type]
+        worker_id="w1",
+        replication={"deletes": "delete"},  # type: ignore[arg-type]
+    )
+    target = RecordingTarget()
+    metrics = Metrics()
+    clients = Clients(source=stream, streams=stream, target=TargetClient(target), checkpoint=table)
+    rep = Replicator(cfg, metrics=metrics, clients=clients)
+    task = asyncio.create_task(rep.run())
+    try:
+        await _until(lambda: "c" in table.items and table.items["c"].get("leaseOwner") == {"S": "w1"})
+        await asyncio.sleep(0.2)  # several cycles: the child must still not start
+        assert not any(req[0] == "c" for req in stream.iterator_requests), "the child read past a lost parent"
+        assert target.values_of("k") == []
         assert _errors(metrics, "trimmed_data") == 1
     finally:
         rep.stop()

@@ -193,6 +193,29 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     assert gate.in_flight == 0
 
 
+async def test_a_waiter_cancelled_as_a_slot_frees_is_cancelled_not_a_value_error() -> None:
+    """A waiter cancelled in the same loop turn as a slot frees ends cancelled, and leaves no slot taken."""
+    gate = WriteGate(max_concurrent_writes=1)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        await release.wait()
+
+    first = asyncio.create_task(gate.run(hold))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(gate.run(hold))
+    await asyncio.sleep(0)
+    # The first write finishes (and frees its slot) before the cancelled waiter's task runs again.
+    release.set()
+    second.cancel()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert gate.in_flight == 0
+    await gate.run(hold)
+    assert gate.in_flight == 0
+
+
 def test_adaptive_rate_cuts_to_beta_of_the_measured_rate_and_grows_back() -> None:
     """Sending 200/s then throttled: the rate limit is 140/s; successes at that rate lift it ~20/s per second."""
     clock = _FakeClock()
