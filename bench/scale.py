@@ -57,6 +57,8 @@ STREAMS_PRICE_PER_100K = 0.02
 """USD per 100,000 DynamoDB Streams read request units (GetRecords calls), us-east-1, on-demand page."""
 STREAMS_FREE_PER_MONTH = 2_500_000
 """Streams read requests free each month (per account, per region)."""
+ON_DEMAND_WRITE_PRICE_PER_MILLION = 0.625
+"""USD per million write request units, on-demand table, us-east-1 (the list price since November 2024)."""
 FAILOVER_TIME_S = 10.0
 
 
@@ -128,30 +130,47 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return statistics.linear_regression(xs, ys).slope
 
 
+def _durations(events: list[list[float]], lo: float, hi: float) -> list[float]:
+    return [d for t, d, *_ in events if lo <= t <= hi]
+
+
+def _timing(values: list[float], reads: list[float]) -> dict[str, Any]:
+    return {
+        "count": len(values),
+        "p50_ms": round((_p(values, 0.5) or 0) * 1000, 1),
+        "p99_ms": round((_p(values, 0.99) or 0) * 1000, 1),
+        "max_ms": round(max(values, default=0) * 1000, 1),
+        "share_of_failover_time_p99": round((_p(values, 0.99) or 0) / FAILOVER_TIME_S, 4),
+        "lease_read_p99_ms": round((_p(reads, 0.99) or 0) * 1000, 1),
+    }
+
+
 def measure(run: Run) -> dict[str, Any]:
     """Turn the workers' samples into the reported figures."""
     a, m = run.args, run.marks
     idle_shards = a.shards - len(range(0, a.shards, round(1 / a.busy_fraction)))
-    workers, lags = [], {"busy": [], "wake": []}
-    idle_calls = idle_cpu = 0.0
-    rebalances: list[float] = []
-    refreshes: list[float] = []
+    workers = []
+    lags: dict[str, list[list[float]]] = {"busy": [], "wake": []}
+    idle_calls = idle_cpu = idle_lease_writes = 0.0
+    rebalances: list[list[float]] = []
+    refreshes: list[list[float]] = []
     rss_points: list[tuple[float, float]] = []
+    # Steady state: from a retention, a lifetime and a cleanup interval after the first rollover on, closed
+    # shards are deleted as fast as they close (before that, the table and the worker state fill up).
+    steady = m["roll_start"] + a.retention_s + 2 * a.lifetime_s
     for w in range(a.workers):
         samples = run.samples(w)
         final = next((s for s in reversed(samples) if s.get("final")), {})
         s0, s1 = _at(samples, m["idle_start"]), _at(samples, m["idle_end"])
         idle_calls += s1["idle_calls"] - s0["idle_calls"]
         idle_cpu += s1["cpu_s"] - s0["cpu_s"]
+        idle_lease_writes += s1.get("lease_writes", 0) - s0.get("lease_writes", 0)
         for kind in lags:
             lags[kind] += final.get("lags", {}).get(kind, [])
-        rest = m["roll_end"] + a.rest_s / 2
-        rebalances += [d for t, d, _ in final.get("rebalances", []) if rest <= t <= m["end"]]
-        refreshes += [d for t, d, _ in final.get("refreshes", []) if rest <= t <= m["end"]]
-        # The second half of the roll phase: by then closed shards are trimmed as fast as they close.
-        half = (m["roll_start"] + m["roll_end"]) / 2
+        rebalances += final.get("rebalances", [])
+        refreshes += final.get("refreshes", [])
         rss_points.extend(
-            ((s["t"] - m["roll_start"]) / a.lifetime_s, s["rss"] / MB) for s in samples if "t" in s and s["t"] >= half
+            ((s["t"] - m["roll_start"]) / a.lifetime_s, s["rss"] / MB) for s in samples if "t" in s and s["t"] >= steady
         )
         workers.append(
             {
@@ -163,13 +182,16 @@ def measure(run: Run) -> dict[str, Any]:
     idle_s = m["idle_end"] - m["idle_start"]
     per_shard_day = idle_calls / idle_shards / idle_s * 86400
     month_calls = per_shard_day * 30 * 1000
+    lease_writes_per_s = idle_lease_writes / idle_s
     rollovers = (m["roll_end"] - m["roll_start"]) / a.lifetime_s
     rss_slope = _slope(rss_points) / a.workers
-    items_roll = [
-        ((t - m["roll_start"]) / a.lifetime_s, n) for t, n in run.item_counts if m["roll_start"] <= t <= m["roll_end"]
+    items_steady = [
+        ((t - m["roll_start"]) / a.lifetime_s, n) for t, n in run.item_counts if steady <= t <= m["roll_end"]
     ]
     items_end = run.item_counts[-1][1] if run.item_counts else None
     retained = a.retention_s / a.lifetime_s
+    probe_phase = (m["probe_start"], m["roll_start"])
+    roll_phase = (m["roll_start"], m["end"])
     return {
         "workers": workers,
         "idle": {
@@ -181,29 +203,43 @@ def measure(run: Run) -> dict[str, Any]:
             "usd_per_month_1000_idle_shards_after_free_tier": round(
                 max(0.0, month_calls - STREAMS_FREE_PER_MONTH) / 100_000 * STREAMS_PRICE_PER_100K, 2
             ),
+            "lease_table_writes_per_s": round(lease_writes_per_s, 1),
+            # Each lease write also writes the live index (projection ALL): two write request units.
+            "lease_table_usd_per_month_on_demand": round(
+                lease_writes_per_s * 2 * 86400 * 30 / 1e6 * ON_DEMAND_WRITE_PRICE_PER_MILLION, 2
+            ),
         },
-        "lag": {"busy": _lag(lags["busy"]), "wake": _lag(lags["wake"])},
+        "lag": {
+            "busy_steady": _lag([d for t, d in lags["busy"] if probe_phase[0] <= t < probe_phase[1]]),
+            "busy_rolling": _lag([d for t, d in lags["busy"] if roll_phase[0] <= t <= roll_phase[1]]),
+            "wake": _lag([d for _, d in lags["wake"]]),
+        },
         "roll": {
             "rollovers_run": round(rollovers, 1),
+            "steady_from_rollover": round((steady - m["roll_start"]) / a.lifetime_s, 1),
             "lease_items_end": items_end,
             "open_shards": a.shards,
             "lease_items_per_open_shard_end": round(items_end / a.shards, 2) if items_end else None,
+            "lease_items_max_steady": max((n for _, n in items_steady), default=None),
             "lease_items_bound_by_retention": round(a.shards * (1 + retained + 1)),
-            "lease_items_growth_per_rollover": round(_slope(items_roll[len(items_roll) // 2 :]), 1),
-            "rss_growth_mb_per_100_rollovers_per_worker": round(rss_slope * 100, 2),
+            "lease_items_growth_per_rollover_steady": round(_slope(items_steady), 1),
+            "rss_growth_mb_per_100_rollovers_per_worker_steady": round(rss_slope * 100, 2),
             "rss_extrapolated_year_mb_per_worker": round(
-                max(w["rss_end_mb"] or 0 for w in workers) + rss_slope * (YEAR_ROLLOVERS - rollovers), 1
+                max(w["rss_end_mb"] or 0 for w in workers) + max(0.0, rss_slope) * (YEAR_ROLLOVERS - rollovers), 1
             ),
             "item_counts": run.item_counts,
         },
         "rebalance": {
-            "measured": "second half of the rest after the last rollover",
-            "count": len(rebalances),
-            "p50_ms": round((_p(rebalances, 0.5) or 0) * 1000, 1),
-            "p99_ms": round((_p(rebalances, 0.99) or 0) * 1000, 1),
-            "share_of_failover_time_p99": round((_p(rebalances, 0.99) or 0) / FAILOVER_TIME_S, 4),
-            "lease_read_p50_ms": round((_p(refreshes, 0.5) or 0) * 1000, 1),
-            "lease_read_p99_ms": round((_p(refreshes, 0.99) or 0) * 1000, 1),
+            "idle": _timing(
+                _durations(rebalances, m["idle_start"], m["idle_end"]),
+                _durations(refreshes, m["idle_start"], m["idle_end"]),
+            ),
+            "rolling_steady": _timing(
+                _durations(rebalances, steady, m["roll_end"]), _durations(refreshes, steady, m["roll_end"])
+            ),
+            "rest": _timing(
+                _durations(rebalances, m["roll_end"], m["end"]), _durations(refreshes, m["roll_end"], m["end"])
+            ),
         },
     }
 
@@ -230,7 +266,7 @@ def execute(run: Run) -> dict[str, Any]:
             "--schedule", str(run.workdir / "schedule.json"), "--out", str(run.workdir / f"w{w}.jsonl"),
             "--shards", str(a.shards), "--busy-fraction", str(a.busy_fraction), "--busy-rate", str(a.busy_rate),
             "--lifetime-s", str(a.lifetime_s), "--retention-s", str(a.retention_s),
-            "--cleanup-interval-s", str(a.lifetime_s), "--reader", a.reader,
+            "--cleanup-interval-s", str(a.lifetime_s), "--reader", a.reader, *(["--aligned"] if a.aligned else []),
         ]  # fmt: skip
         procs.append(subprocess.Popen(cmd, stderr=(run.workdir / f"w{w}.err").open("wb")))
     try:
@@ -244,7 +280,7 @@ def execute(run: Run) -> dict[str, Any]:
         m["idle_end"] = m["idle_start"] + a.idle_s
         _wait(procs, m["idle_end"] + 1, "idle")
         s = run.schedule
-        s.busy_start = s.wake_start = time.time() + 1
+        s.busy_start = s.wake_start = m["probe_start"] = time.time() + 1
         s.wake_end = s.wake_start + a.probe_s - 5
         run.write_schedule()
         _wait(procs, s.wake_start + a.probe_s, "probe")
@@ -286,6 +322,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rest-s", type=float, default=40.0, help="after the last rollover, before the end state")
     p.add_argument("--take-timeout-s", type=float, default=300.0)
     p.add_argument("--reader", default="{}", help="JSON merged into the workers' reader settings")
+    p.add_argument("--aligned", action="store_true", help="every shard rolls over at the same instant (worst case)")
     p.add_argument("--output", type=Path)
     p.add_argument("--workdir", type=Path, help="keep the workers' samples here (default: a temporary folder)")
     a = p.parse_args(argv)
@@ -305,20 +342,34 @@ def _table(doc: dict[str, Any]) -> str:
             return f"INVALID ({x['probes']} probes < {MIN_PROBES})"
         return f"p99 {x['p99_ms']} ms, p50 {x['p50_ms']} ms ({x['probes']} probes)"
 
+    roll, idle, reb = r["roll"], r["idle"], r["rebalance"]
+
+    def timing(x: dict[str, Any]) -> str:
+        return (
+            f"p50 {x['p50_ms']} / p99 {x['p99_ms']} / max {x['max_ms']} ms ({x['count']}); "
+            f"p99 / failover {x['share_of_failover_time_p99']}; lease read p99 {x['lease_read_p99_ms']} ms"
+        )
+
+    rss_growth = roll["rss_growth_mb_per_100_rollovers_per_worker_steady"]
+    lease_writes = f"{idle['lease_table_writes_per_s']}, {idle['lease_table_usd_per_month_on_demand']}"
+    items_steady = f"{roll['lease_items_max_steady']} / {roll['lease_items_bound_by_retention']}"
     rows = [
         ("peak RSS per worker (MB)", ", ".join(str(w["peak_rss_mb"]) for w in r["workers"])),
-        ("RSS growth per worker (MB / 100 rollovers)", r["roll"]["rss_growth_mb_per_100_rollovers_per_worker"]),
-        ("RSS per worker after a year (extrapolated, MB)", r["roll"]["rss_extrapolated_year_mb_per_worker"]),
-        ("CPU per idle shard-hour (s)", r["idle"]["cpu_s_per_idle_shard_hour"]),
-        ("GetRecords per idle shard-day", r["idle"]["getrecords_per_idle_shard_day"]),
-        ("USD/month, 1,000 idle shards (before free tier)", r["idle"]["usd_per_month_1000_idle_shards"]),
-        ("lease items at the end / open shards", f"{r['roll']['lease_items_end']} / {r['roll']['open_shards']}"),
-        ("lease items growth per rollover (2nd half)", r["roll"]["lease_items_growth_per_rollover"]),
-        ("rollovers run", r["roll"]["rollovers_run"]),
-        ("rebalance p99 (ms)", r["rebalance"]["p99_ms"]),
-        ("rebalance p99 / failover_time_s", r["rebalance"]["share_of_failover_time_p99"]),
-        ("lease-table read p99 (ms), in the rebalance", r["rebalance"]["lease_read_p99_ms"]),
-        ("busy-shard lag", lag_text("busy")),
+        ("RSS growth per worker, steady (MB / 100 rollovers)", rss_growth),
+        ("RSS per worker after a year (extrapolated, MB)", roll["rss_extrapolated_year_mb_per_worker"]),
+        ("CPU per idle shard-hour (s)", idle["cpu_s_per_idle_shard_hour"]),
+        ("GetRecords per idle shard-day", idle["getrecords_per_idle_shard_day"]),
+        ("USD/month, 1,000 idle shards (before free tier)", idle["usd_per_month_1000_idle_shards"]),
+        ("lease-table writes/s (idle), USD/month on-demand", lease_writes),
+        ("rollovers run (steady from rollover)", f"{roll['rollovers_run']} ({roll['steady_from_rollover']})"),
+        ("lease items at the end / open shards", f"{roll['lease_items_end']} / {roll['open_shards']}"),
+        ("lease items max (steady) / bound by retention", items_steady),
+        ("lease items growth per rollover (steady)", roll["lease_items_growth_per_rollover_steady"]),
+        ("rebalance, idle", timing(reb["idle"])),
+        ("rebalance, rolling (steady)", timing(reb["rolling_steady"])),
+        ("rebalance, rest", timing(reb["rest"])),
+        ("busy-shard lag, no rollovers", lag_text("busy_steady")),
+        ("busy-shard lag, rolling over", lag_text("busy_rolling")),
         ("wake-up lag (first record of an idle shard)", lag_text("wake")),
     ]  # fmt: skip
     width = max(len(k) for k, _ in rows)

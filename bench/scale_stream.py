@@ -6,8 +6,10 @@ function of wall-clock time and of the schedule the harness writes (``Schedule``
 100, GetShardIterator, GetRecords), so the worker's real source code path runs.
 
 - Generation 0 of ``shards`` shards is open from the start. From ``roll_start`` every shard rolls over
-  every ``lifetime_s``: it closes and a child (same index, next generation) opens. A closed shard stays
-  listed for ``retention_s`` after it closed (DynamoDB Streams: 24 h), then is trimmed.
+  every ``lifetime_s``: it closes and a child (same index, next generation) opens. Shard ``i`` first rolls
+  ``i / shards`` of a lifetime after ``roll_start``, so rollovers are spread evenly, as a table's partitions
+  roll at their own times (``stagger=False``: all at once, the worst case). A closed shard stays listed for
+  ``retention_s`` after it closed (DynamoDB Streams: 24 h), then is trimmed.
 - Busy shards (every ``1/busy_fraction``-th index) get ``busy_rate`` records/s from ``busy_start``.
 - Each idle shard gets ONE record (a wake-up) at a time spread over ``[wake_start, wake_end]``.
 - A record's image carries ``t``, the time it was appended, and ``kind`` (busy, wake): the worker's
@@ -24,6 +26,7 @@ from typing import Any
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/Scale/stream/2026-01-01T00:00:00.000"
 PAGE = 100
+LISTING_CACHE_S = 0.5
 FAR = 1e18
 
 
@@ -52,40 +55,57 @@ class SimStream:
     """The stream, as of ``time.time()``."""
 
     def __init__(
-        self, *, shards: int, busy_fraction: float, busy_rate: float, lifetime_s: float, retention_s: float
+        self,
+        *,
+        shards: int,
+        busy_fraction: float,
+        busy_rate: float,
+        lifetime_s: float,
+        retention_s: float,
+        stagger: bool = True,
     ) -> None:
         """Describe the stream; the schedule starts as 'nothing happens'."""
         self.n = shards
+        self.stagger = stagger
         self.busy_every = max(1, round(1 / busy_fraction)) if busy_fraction > 0 else shards + 1
         self.busy_rate = busy_rate
         self.lifetime_s = lifetime_s
         self.retention_s = retention_s
         self.schedule = Schedule()
         self.counters = Counters()
-        self._listing: tuple[tuple[int, int], list[tuple[int, int]]] = ((-1, -1), [])
+        self._listing: tuple[float, list[tuple[int, int]], dict[tuple[int, int], int]] = (-1.0, [], {})
 
     # --- the model -------------------------------------------------------------------------------
     def busy(self, i: int) -> bool:
         """Whether shard index ``i`` is busy."""
         return i % self.busy_every == 0
 
-    def generation(self, now: float) -> int:
-        """The open generation at ``now``."""
-        start = self.schedule.roll_start
-        return 0 if now < start else 1 + int((min(now, self.schedule.roll_end) - start) // self.lifetime_s)
+    def first_roll(self, i: int) -> float:
+        """When shard index ``i`` first rolls over: spread over one lifetime, as partitions roll at their own times.
 
-    def span(self, gen: int) -> tuple[float, float]:
-        """When generation ``gen`` opened and closed (FAR: still open)."""
-        start = self.schedule.roll_start
+        Unstaggered (``--aligned``), every shard rolls at the same instant: the worst case for a rebalance.
+        """
+        offset = self.lifetime_s * i / self.n if self.stagger else 0.0
+        return self.schedule.roll_start + offset
+
+    def generation(self, now: float, i: int) -> int:
+        """The open generation of shard index ``i`` at ``now``."""
+        start = self.first_roll(i)
+        last = min(now, self.schedule.roll_end)
+        return 0 if last < start else 1 + int((last - start) // self.lifetime_s)
+
+    def span(self, gen: int, i: int) -> tuple[float, float]:
+        """When generation ``gen`` of shard index ``i`` opened and closed (FAR: still open)."""
+        start = self.first_roll(i)
         opened = 0.0 if gen == 0 else start + (gen - 1) * self.lifetime_s
-        closed = start + gen * self.lifetime_s if start < FAR else FAR
+        closed = start + gen * self.lifetime_s if self.schedule.roll_start < FAR else FAR
         if closed > self.schedule.roll_end:
             closed = FAR
         return opened, closed
 
     def record_times(self, gen: int, i: int, now: float) -> list[float]:
         """Times of the records of shard (gen, i) appended by ``now``."""
-        opened, closed = self.span(gen)
+        opened, closed = self.span(gen, i)
         hi = min(now, closed)
         if self.busy(i):
             begin = max(opened, self.schedule.busy_start)
@@ -118,16 +138,23 @@ class SimStream:
         """A sequence number ordered by generation, then time, within a shard."""
         return f"{gen:06d}{round(t * 1000):015d}{i:05d}"
 
-    def listed(self, now: float) -> list[tuple[int, int]]:
-        """Shards listed at ``now``: the open generation and the closed ones within retention."""
-        top = self.generation(now)
-        oldest = top
-        while oldest > 0 and now - self.span(oldest - 1)[1] <= self.retention_s:
-            oldest -= 1
-        if self._listing[0] != (oldest, top):
-            # Cached: a discovery asks for every page, and the harness's CPU counts as the worker's.
-            self._listing = ((oldest, top), [(gen, i) for gen in range(oldest, top + 1) for i in range(self.n)])
-        return self._listing[1]
+    def listed(self, now: float) -> tuple[list[tuple[int, int]], dict[tuple[int, int], int]]:
+        """Shards listed at ``now`` in creation order (open ones and closed ones within retention), and their index.
+
+        Cached for LISTING_CACHE_S: a discovery asks for every page, and the harness's CPU counts as the worker's.
+        """
+        if now - self._listing[0] < LISTING_CACHE_S:
+            return self._listing[1], self._listing[2]
+        shards: list[tuple[float, int, int]] = []
+        for i in range(self.n):
+            gen = self.generation(now, i)
+            shards.append((self.span(gen, i)[0], gen, i))
+            while gen > 0 and now - self.span(gen - 1, i)[1] <= self.retention_s:
+                gen -= 1
+                shards.append((self.span(gen, i)[0], gen, i))
+        listed = [(gen, i) for _, gen, i in sorted(shards)]
+        self._listing = (now, listed, {shard: n for n, shard in enumerate(listed)})
+        return listed, self._listing[2]
 
     # --- dynamodb / dynamodbstreams clients -------------------------------------------------------
     async def describe_table(self, TableName: str) -> dict[str, Any]:  # noqa: N803 - botocore's names
@@ -152,11 +179,11 @@ class SimStream:
     ) -> dict[str, Any]:
         """DescribeStream: pages of 100 in creation order."""
         now = time.time()
-        listed = self.listed(now)
+        listed, index = self.listed(now)
         start = 0
         if ExclusiveStartShardId is not None:
-            gen, i = self.parse(ExclusiveStartShardId)
-            start = (gen - listed[0][0]) * self.n + i + 1 if listed else 0
+            # A shard trimmed since the previous page: start over (a listing may repeat, never skip).
+            start = index.get(self.parse(ExclusiveStartShardId), -1) + 1
         page = listed[start : start + min(Limit, PAGE)]
         desc: dict[str, Any] = {
             "StreamArn": ARN,
@@ -169,7 +196,7 @@ class SimStream:
         return {"StreamDescription": desc}
 
     def _describe(self, gen: int, i: int, now: float) -> dict[str, Any]:
-        opened, closed = self.span(gen)
+        opened, closed = self.span(gen, i)
         rng = {"StartingSequenceNumber": self.seq(gen, opened, i)}
         if now >= closed:
             times = self.record_times(gen, i, now)
@@ -209,7 +236,7 @@ class SimStream:
             self.counters.idle_empty += not times
         out: dict[str, Any] = {"Records": [self._record(gen, i, t) for t in times]}
         last = times[-1] if times else after
-        if not (now >= self.span(gen)[1] and not [t for t in self.record_times(gen, i, now) if t > last + 0.0002]):
+        if not (now >= self.span(gen, i)[1] and not [t for t in self.record_times(gen, i, now) if t > last + 0.0002]):
             out["NextShardIterator"] = f"{shard_id}|{last!r}"
         return out
 

@@ -15,21 +15,21 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import psutil
-from aiobotocore.session import get_session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scale_stream import Schedule, SimStream
 
-from replicator.aws.clients import Clients, TargetClient
+from replicator.aws.clients import Clients, TargetClient, open_checkpoint_client, open_target_client
 from replicator.checkpoint.lease_table import LeaseItem
 from replicator.checkpoint.leases import LeaseManager
 from replicator.core.config import Config
@@ -38,14 +38,18 @@ from replicator.observe.metrics import Metrics
 from replicator.runtime.service import Replicator
 from replicator.source.shards import ShardTree
 
+if TYPE_CHECKING:
+    from replicator.aws.lean import LeanDynamoDB
+
 
 class ProbedTarget:
-    """The target client, noting each write's lag (acknowledged minus appended to the stream)."""
+    """The target's write transport, noting each write's lag (acknowledged minus appended to the stream)."""
 
-    def __init__(self, client: Any) -> None:  # noqa: ANN401 - any aiobotocore DynamoDB client
-        """Wrap the client."""
+    def __init__(self, client: Any) -> None:  # noqa: ANN401 - the lean transport or an aiobotocore client
+        """Wrap the transport."""
         self._client = client
-        self.lags: dict[str, list[float]] = {"busy": [], "wake": []}
+        self.lags: dict[str, list[tuple[float, float]]] = {"busy": [], "wake": []}
+        """(acknowledged at, lag) of every probed record, by kind."""
 
     def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - delegates every other call
         """Everything else is the client's."""
@@ -56,8 +60,37 @@ class ProbedTarget:
         out = await self._client.put_item(**params)
         item = params["Item"]
         if "t" in item and "kind" in item:
-            self.lags[item["kind"]["S"]].append(time.time() - float(item["t"]["N"]))
+            now = time.time()
+            self.lags[item["kind"]["S"]].append((now, now - float(item["t"]["N"])))
         return out
+
+
+class CountedTable:
+    """The checkpoint (lease) table's client, counting its writes (renewals, takes, checkpoints, deletes)."""
+
+    def __init__(self, client: Any) -> None:  # noqa: ANN401 - the lean table or an aiobotocore client
+        """Wrap the client."""
+        self._client = client
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - delegates every other call
+        """Everything else is the client's."""
+        return getattr(self._client, name)
+
+    async def put_item(self, **params: Any) -> Any:  # noqa: ANN401 - botocore's shapes
+        """Count, then write."""
+        self.writes += 1
+        return await self._client.put_item(**params)
+
+    async def update_item(self, **params: Any) -> Any:  # noqa: ANN401 - botocore's shapes
+        """Count, then write."""
+        self.writes += 1
+        return await self._client.update_item(**params)
+
+    async def delete_item(self, **params: Any) -> Any:  # noqa: ANN401 - botocore's shapes
+        """Count, then write."""
+        self.writes += 1
+        return await self._client.delete_item(**params)
 
 
 REBALANCES: list[tuple[float, float, int]] = []
@@ -98,7 +131,7 @@ async def _follow_schedule(stream: SimStream, path: Path) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _sample(replicator: Replicator, stream: SimStream, out: TextIO) -> None:
+async def _sample(replicator: Replicator, stream: SimStream, table: CountedTable, out: TextIO) -> None:
     proc = psutil.Process()
     while True:
         cpu = proc.cpu_times()
@@ -108,6 +141,7 @@ async def _sample(replicator: Replicator, stream: SimStream, out: TextIO) -> Non
             "rss": proc.memory_info().rss,
             "cpu_s": cpu.user + cpu.system,
             "held": held,
+            "lease_writes": table.writes,
             **stream.counters.__dict__,
         }
         out.write(json.dumps(sample) + "\n")
@@ -118,6 +152,7 @@ async def _sample(replicator: Replicator, stream: SimStream, out: TextIO) -> Non
 async def main(a: argparse.Namespace) -> None:
     """Run one worker until SIGTERM."""
     stream = SimStream(
+        stagger=not a.aligned,
         shards=a.shards,
         busy_fraction=a.busy_fraction,
         busy_rate=a.busy_rate,
@@ -126,7 +161,7 @@ async def main(a: argparse.Namespace) -> None:
     )
     cfg = Config(
         source={"region": "us-east-1", "table": "Scale"},
-        target={"region": "us-east-1", "table": a.target_table},
+        target={"region": "us-east-1", "table": a.target_table, "endpoint_url": a.endpoint},
         checkpoint={"backend": "dynamodb", "table": a.checkpoint_table},
         starting_position="TRIM_HORIZON",
         metrics={"enabled": False},
@@ -141,18 +176,20 @@ async def main(a: argparse.Namespace) -> None:
     )
     configure("WARNING", "json")
     _time_rebalances()
-    session = get_session()
-    creds = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}  # DynamoDB Local takes any
-    async with (
-        session.create_client("dynamodb", region_name="us-east-1", endpoint_url=a.endpoint, **creds) as ddb,
-    ):
-        target = ProbedTarget(ddb)
-        clients = Clients(source=stream, streams=stream, target=TargetClient(target), checkpoint=ddb)  # type: ignore[arg-type]
+    # The target and checkpoint clients the service opens (lean paths included); DynamoDB Local takes any key.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    async with contextlib.AsyncExitStack() as stack:
+        opened = await open_target_client(stack, cfg)
+        target = ProbedTarget(opened.lean or opened.client)
+        probed = TargetClient(opened.client, cast("LeanDynamoDB", target)) if opened.lean else TargetClient(target)
+        checkpoint = CountedTable(await open_checkpoint_client(stack, cfg))
+        clients = Clients(source=stream, streams=stream, target=probed, checkpoint=checkpoint)  # type: ignore[arg-type]
         replicator = Replicator(cfg, metrics=Metrics(), clients=clients)
         with Path(a.out).open("a", encoding="utf-8") as out:  # noqa: ASYNC230 - once, before the worker starts
             helpers = [
                 asyncio.create_task(_follow_schedule(stream, Path(a.schedule))),
-                asyncio.create_task(_sample(replicator, stream, out)),
+                asyncio.create_task(_sample(replicator, stream, checkpoint, out)),
             ]
             try:
                 await replicator.run(stop_signals=(signal.SIGTERM, signal.SIGINT))
@@ -190,6 +227,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retention-s", type=float, default=120.0)
     p.add_argument("--cleanup-interval-s", type=float, default=20.0)
     p.add_argument("--reader", default="{}", help="JSON merged into the reader settings (idle polling...)")
+    p.add_argument("--aligned", action="store_true", help="every shard rolls over at the same instant")
     return p.parse_args(argv)
 
 

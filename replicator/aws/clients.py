@@ -3,9 +3,9 @@
 botocore's own retries are off: every call goes through ``retry.py``, so retries and throttles are
 counted in one place and an outage is retried without limit instead of failing after three tries.
 
-With ``target.lean_writes`` and ``reader.lean_get_records`` the hot-path calls go through ``lean.py``
-instead, where the client allows it; the lean transport opened here travels with its client
-(``TargetClient``, ``LeanStreams``) to whatever sends the calls.
+With ``target.lean_writes``, ``reader.lean_get_records`` and ``checkpoint.lean_requests`` the hot-path calls go
+through ``lean.py`` instead, where the client allows it; the lean transport opened here travels with its
+client (``TargetClient``, ``LeanStreams``, ``LeanTable``) to whatever sends the calls.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 from aiobotocore.config import AioConfig
@@ -22,6 +22,7 @@ from botocore.credentials import CredentialProvider
 
 from replicator import __version__
 from replicator.aws.lean import LeanDynamoDB, LeanStreams, SessionCredentials, lean_blocker
+from replicator.aws.lean_table import LeanTable
 from replicator.core.config import Config
 from replicator.core.errors import ConfigError
 
@@ -207,18 +208,36 @@ async def open_clients(stack: contextlib.AsyncExitStack, cfg: Config) -> Clients
     tgt = cfg.target
     targets = {t.target_id: await open_target_client(stack, cfg.for_target(t), session=session) for t in cfg.targets}
     target = targets[tgt.target_id]
-    cp = cfg.checkpoint
-    checkpoint = None
-    if cp.backend == "dynamodb":
-        checkpoint = await stack.enter_async_context(
-            session.create_client(
-                "dynamodb",
-                region_name=cp.region or tgt.region,
-                endpoint_url=cp.endpoint_url if cp.region or cp.endpoint_url else tgt.endpoint_url,
-                config=conf,
-            )
-        )
+    checkpoint = (
+        await open_checkpoint_client(stack, cfg, session=session) if cfg.checkpoint.backend == "dynamodb" else None
+    )
     return Clients(source=source, streams=streams, target=target, checkpoint=checkpoint, targets=targets)
+
+
+async def open_checkpoint_client(
+    stack: contextlib.AsyncExitStack, cfg: Config, *, session: AioSession | None = None
+) -> DynamoDBClient:
+    """The checkpoint (lease) table's client, its hot calls lean (``checkpoint.lean_requests``) where it allows."""
+    cp, tgt = cfg.checkpoint, cfg.target
+    session = session or get_session()
+    client = await stack.enter_async_context(
+        session.create_client(
+            "dynamodb",
+            region_name=cp.region or tgt.region,
+            endpoint_url=cp.endpoint_url if cp.region or cp.endpoint_url else tgt.endpoint_url,
+            config=client_config(),
+        )
+    )
+    credentials = await session.get_credentials()
+    operations = "PutItem,UpdateItem,DeleteItem,Query"
+    if not _path_chosen("checkpoint", operations, enabled=cp.lean_requests, blocker=lean_blocker(client, credentials)):
+        return client
+    # As many connections as botocore's pool: renewals and takes run RENEW_CONCURRENCY (32) at a time
+    # and wait for a connection beyond that, as they did on botocore's pool.
+    lean = LeanDynamoDB(client, credentials=credentials, max_connections=POOL_CONNECTIONS)
+    stack.push_async_callback(lean.close)
+    # Duck-typed: those four calls go by the lean path, every other call is the client's own.
+    return cast("DynamoDBClient", LeanTable(client, lean))
 
 
 async def open_target_client(

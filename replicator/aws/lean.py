@@ -1,10 +1,11 @@
 """The lean DynamoDB transport: hot-path calls as signed JSON POSTs instead of through botocore.
 
-Target writes (one call per replicated record, ``target.lean_writes``) and GetRecords (every shard polls
-about 4 times a second, ``reader.lean_get_records``) can bypass botocore's per-call machinery: measured
-with py-spy in ``bench/``, a PutItem through aiobotocore costs about 1 ms of CPU, most of it user-agent
-building, event hooks, parameter validation, serialisation and signing, none of which a fixed-shape
-call needs per call.
+Target writes (one call per replicated record, ``target.lean_writes``), GetRecords (every shard polls
+about 4 times a second, ``reader.lean_get_records``) and the lease table's writes and live-lease
+queries (a renewal of every lease every few seconds, ``checkpoint.lean_requests``) can bypass botocore's
+per-call machinery: measured with py-spy in ``bench/``, a PutItem through aiobotocore costs about 1 ms
+of CPU, most of it user-agent building, event hooks, parameter validation, serialisation and signing,
+none of which a fixed-shape call needs per call.
 
 A client the lean path cannot stand in for (a proxy, dual-stack or FIPS endpoints, a client
 certificate: ``lean_blocker``) or whose calls a ``before-send`` handler intercepts (moto's mock_aws, a
@@ -42,7 +43,12 @@ from replicator.core.codec import decode_item, json_default
 if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials
     from types_aiobotocore_dynamodb import DynamoDBClient
-    from types_aiobotocore_dynamodb.type_defs import DeleteItemInputTypeDef, PutItemInputTypeDef
+    from types_aiobotocore_dynamodb.type_defs import (
+        DeleteItemInputTypeDef,
+        PutItemInputTypeDef,
+        QueryInputTypeDef,
+        UpdateItemInputTypeDef,
+    )
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
     from types_aiobotocore_dynamodbstreams.type_defs import (
         DescribeStreamInputTypeDef,
@@ -156,6 +162,19 @@ class LeanDynamoDB:
     async def delete_item(self, **params: Unpack[DeleteItemInputTypeDef]) -> dict[str, Any]:
         """DeleteItem."""
         return await self._call("DeleteItem", params)
+
+    async def update_item(self, **params: Unpack[UpdateItemInputTypeDef]) -> dict[str, Any]:
+        """UpdateItem (the lease table's renewals and checkpoints)."""
+        return await self._call("UpdateItem", params)
+
+    async def query(self, **params: Unpack[QueryInputTypeDef]) -> dict[str, Any]:
+        """Query (the lease table's live leases, every rebalance), B/BS as bytes as botocore gives them."""
+        result = await self._call("Query", params)
+        if self._has_binary:
+            result["Items"] = [decode_item(item) for item in result.get("Items", ())]
+            if "LastEvaluatedKey" in result:
+                result["LastEvaluatedKey"] = decode_item(result["LastEvaluatedKey"])
+        return result
 
     async def get_records(self, **params: Unpack[GetRecordsInputTypeDef]) -> dict[str, Any]:
         """DynamoDB Streams GetRecords, in botocore's shapes (B/BS as bytes; the time as epoch seconds)."""

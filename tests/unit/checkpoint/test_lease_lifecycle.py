@@ -207,6 +207,21 @@ async def test_hundreds_of_leases_are_renewed_concurrently_not_one_after_another
     assert all(table.items[sid]["leaseCounter"] == {"N": "2"} for sid in tree.shards)
 
 
+async def test_hundreds_of_leases_are_released_concurrently_at_shutdown() -> None:
+    """One after another, 330 releases outlasted a container's stop timeout: they overlap, and all are freed."""
+    table, clock = _InFlightTable(), _Clock()
+    tree = ShardTree()
+    _listing(tree, *(Shard(f"s{i:03d}", None, "1") for i in range(300)))
+    a = _manager(table, "A", clock)
+    await a.ensure_leases(tree.shards.values())
+    assert len(await a.rebalance(tree)) == 300
+    table.most_in_flight = 0
+    await a.release_all()
+    assert table.most_in_flight > 1
+    assert a.held() == set()
+    assert not any("leaseOwner" in table.items[sid] for sid in tree.shards)
+
+
 class _InFlightPutTable(FakeLeaseTable):
     """Each PutItem takes a moment; counts how many are in flight at once."""
 
