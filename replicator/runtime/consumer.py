@@ -245,7 +245,7 @@ class ShardReader:
                 if not buffer:
                     buffer_since = time.monotonic()
                 buffer.extend(raw)
-                idle.after_records()
+                idle.after_records(self.clock() - raw[-1].approximate_creation_time_s)
             flush = (
                 window <= 0
                 or next_iterator is None
