@@ -9,6 +9,8 @@ import asyncio
 import re
 from typing import Any
 
+from replicator.core.config import Config
+
 
 class ConditionFailedError(Exception):
     """What botocore raises for a failed condition."""
@@ -114,3 +116,20 @@ class GatedLeaseTable(FakeLeaseTable):
         """From now on, updates are applied but not answered until the gate opens."""
         self.gate.clear()
         self.applied.clear()
+
+
+def leased_config(reader: dict[str, Any]) -> Config:
+    """A worker ``w1`` with leases on a table (give it a FakeLeaseTable as the checkpoint client).
+
+    A long failover with fast renewals: a lease another holder took stays theirs for the whole test.
+    """
+    return Config(
+        source={"region": "us-east-1", "table": "Orders"},  # type: ignore[arg-type]
+        target={"region": "eu-west-1", "table": "Orders"},  # type: ignore[arg-type]
+        checkpoint={"backend": "dynamodb", "table": "leases"},  # type: ignore[arg-type]
+        metrics={"enabled": False},  # type: ignore[arg-type]
+        reader=reader,  # type: ignore[arg-type]
+        leases={"enabled": True, "failover_time_s": 60, "renew_interval_s": 0.1},  # type: ignore[arg-type]
+        worker_id="w1",
+        replication={"deletes": "delete"},  # type: ignore[arg-type]
+    )

@@ -192,15 +192,21 @@ class _InFlightTable(FakeLeaseTable):
             self.in_flight -= 1
 
 
-async def test_hundreds_of_leases_are_renewed_concurrently_not_one_after_another() -> None:
-    """One after another, 300 renewals outlast the failover time on a busy table: they overlap instead."""
-    table, clock = _InFlightTable(), _Clock()
+async def _holding_300(table: _InFlightTable) -> tuple[LeaseManager, ShardTree]:
+    """A manager that created and took 300 leases, the table's in-flight count reset."""
     tree = ShardTree()
     _listing(tree, *(Shard(f"s{i:03d}", None, "1") for i in range(300)))
-    a = _manager(table, "A", clock)
+    a = _manager(table, "A", _Clock())
     await a.ensure_leases(tree.shards.values())
     assert len(await a.rebalance(tree)) == 300
     table.most_in_flight = 0
+    return a, tree
+
+
+async def test_hundreds_of_leases_are_renewed_concurrently_not_one_after_another() -> None:
+    """One after another, 300 renewals outlast the failover time on a busy table: they overlap instead."""
+    table = _InFlightTable()
+    a, tree = await _holding_300(table)
     await a.renew_all()
     assert table.most_in_flight > 1
     assert a.held() == set(tree.shards)
@@ -209,13 +215,8 @@ async def test_hundreds_of_leases_are_renewed_concurrently_not_one_after_another
 
 async def test_hundreds_of_leases_are_released_concurrently_at_shutdown() -> None:
     """One after another, 330 releases outlasted a container's stop timeout: they overlap, and all are freed."""
-    table, clock = _InFlightTable(), _Clock()
-    tree = ShardTree()
-    _listing(tree, *(Shard(f"s{i:03d}", None, "1") for i in range(300)))
-    a = _manager(table, "A", clock)
-    await a.ensure_leases(tree.shards.values())
-    assert len(await a.rebalance(tree)) == 300
-    table.most_in_flight = 0
+    table = _InFlightTable()
+    a, tree = await _holding_300(table)
     await a.release_all()
     assert table.most_in_flight > 1
     assert a.held() == set()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from fake_lease_table import FakeLeaseTable
+from fake_lease_table import FakeLeaseTable, leased_config
 from scripted_stream import RecordingTarget, ScriptedStream
 
 from replicator.aws.clients import Clients, TargetClient
-from replicator.core.config import Config, LeaseConfig
+from replicator.core.config import LeaseConfig
 from replicator.observe.metrics import Metrics
 from replicator.runtime.assignment import LeasedAssignment
 from replicator.runtime.service import Replicator
@@ -39,17 +39,8 @@ async def test_a_lease_stolen_between_batches_removes_the_shard_from_state_and_m
         stream.add_shard(shard_id)
         stream.put(shard_id, f"k-{shard_id}", 1)
     table = FakeLeaseTable()
-    cfg = Config(
-        source={"region": "us-east-1", "table": "Orders"},  # type: ignore[arg-type]
-        target={"region": "eu-west-1", "table": "Orders"},  # type: ignore[arg-type]
-        checkpoint={"backend": "dynamodb", "table": "leases"},  # type: ignore[arg-type]
-        metrics={"enabled": False},  # type: ignore[arg-type]
-        reader=READER,  # type: ignore[arg-type]
-        # A long failover: the thief (which never renews here) keeps the lease for the whole test.
-        leases={"enabled": True, "failover_time_s": 60, "renew_interval_s": 0.1},  # type: ignore[arg-type]
-        worker_id="w1",
-        replication={"deletes": "delete"},  # type: ignore[arg-type]
-    )
+    # A long failover: the thief (which never renews here) keeps the lease for the whole test.
+    cfg = leased_config(READER)
     target = RecordingTarget()
     clients = Clients(source=stream, streams=stream, target=TargetClient(target), checkpoint=table)
     metrics = Metrics()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from fake_lease_table import FakeLeaseTable
+from fake_lease_table import FakeLeaseTable, leased_config
 from scripted_stream import RecordingTarget, ScriptedStream
 
 from replicator.aws.clients import Clients, TargetClient
@@ -101,10 +101,8 @@ async def test_a_quiet_shard_whose_checkpoint_aged_out_reads_on_without_an_alarm
         await task
 
 
-@pytest.mark.parametrize("on_trimmed", ["fail", "skip_to_trim_horizon"])
-async def test_a_parent_trimmed_before_it_was_read_to_its_end_is_data_loss(tmp_path: Path, on_trimmed: str) -> None:
-    """A stored unfinished checkpoint of a parent no longer listed: the child stops, or skips with the alarm."""
-    cfg = _config(tmp_path, reader={**READER, "on_trimmed_data": on_trimmed})
+def _parent_trimmed_unread() -> tuple[ScriptedStream, str]:
+    """Parent ``p`` (its first record returned) trimmed from the listing with one record unread; child ``c``."""
     stream = ScriptedStream()
     stream.add_shard("p")
     first = stream.put("p", "k", 1)
@@ -113,6 +111,14 @@ async def test_a_parent_trimmed_before_it_was_read_to_its_end_is_data_loss(tmp_p
     stream.add_shard("c", parent="p")
     stream.put("c", "k", 3)
     stream.hidden.add("p")
+    return stream, first
+
+
+@pytest.mark.parametrize("on_trimmed", ["fail", "skip_to_trim_horizon"])
+async def test_a_parent_trimmed_before_it_was_read_to_its_end_is_data_loss(tmp_path: Path, on_trimmed: str) -> None:
+    """A stored unfinished checkpoint of a parent no longer listed: the child stops, or skips with the alarm."""
+    cfg = _config(tmp_path, reader={**READER, "on_trimmed_data": on_trimmed})
+    stream, first = _parent_trimmed_unread()
     store = SqliteCheckpointStore(cfg.checkpoint.path)
     await store.start()
     await store.save(stream.arn, "p", first)
@@ -140,14 +146,7 @@ async def test_a_parent_trimmed_before_it_was_read_to_its_end_is_data_loss(tmp_p
 
 async def test_with_leases_a_parent_trimmed_before_it_was_read_to_its_end_is_data_loss_too() -> None:
     """Leases on: the child's fresh lease item is no progress; the unfinished, unlisted parent stops it, counted."""
-    stream = ScriptedStream()
-    stream.add_shard("p")
-    first = stream.put("p", "k", 1)
-    stream.put("p", "k", 2)  # never read: trimmed with its shard while the worker was down
-    stream.close("p")
-    stream.add_shard("c", parent="p")
-    stream.put("c", "k", 3)
-    stream.hidden.add("p")
+    stream, first = _parent_trimmed_unread()
     table = FakeLeaseTable()
     # The parent's lease as the last worker left it: checkpointed short of its end, released.
     table.items["p"] = {
@@ -159,16 +158,7 @@ async def test_with_leases_a_parent_trimmed_before_it_was_read_to_its_end_is_dat
         "updatedAt": {"N": "1"},
         "liveStreamArn": {"S": stream.arn},
     }
-    cfg = Config(
-        source={"region": "us-east-1", "table": "Orders"},  # type: ignore[arg-type]
-        target={"region": "eu-west-1", "table": "Orders"},  # type: ignore[arg-type]
-        checkpoint={"backend": "dynamodb", "table": "leases"},  # type: ignore[arg-type]
-        metrics={"enabled": False},  # type: ignore[arg-type]
-        reader=READER,  # type: ignore[arg-type]
-        leases={"enabled": True, "failover_time_s": 60, "renew_interval_s": 0.1},  # type: ignore[arg-type]
-        worker_id="w1",
-        replication={"deletes": "delete"},  # type: ignore[arg-type]
-    )
+    cfg = leased_config(READER)
     target = RecordingTarget()
     metrics = Metrics()
     clients = Clients(source=stream, streams=stream, target=TargetClient(target), checkpoint=table)
