@@ -5,13 +5,26 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from fake_lease_table import FakeLeaseTable
+
+from replicator.checkpoint.leases import LeasedCheckpointStore, LeaseManager
 from replicator.checkpoint.sqlite import SqliteCheckpointStore
+from replicator.core.config import LeaseConfig
+from replicator.source.shards import Shard, ShardTree
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 ARN = "arn:aws:dynamodb:us-east-1:1:table/T/stream/x"
 RETENTION_S = 100.0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def _store(tmp_path: Path) -> SqliteCheckpointStore:
@@ -74,3 +87,25 @@ async def test_a_chain_is_deleted_oldest_first_and_stops_at_an_unstarted_child(t
         assert set(await store.load_all(ARN)) == {"c"}
     finally:
         await store.close()
+
+
+async def test_the_leased_store_leaves_finished_leases_to_the_lease_cleanup() -> None:
+    """With leases the store's delete_finished deletes nothing; the lease cleanup deletes the same item once."""
+    table, clock = FakeLeaseTable(), _Clock()
+    p, c = Shard("p", None, "1", "9"), Shard("c", "p", "10")
+    tree = ShardTree()
+    tree.update([p, c])
+    cfg = LeaseConfig(enabled=True, finished_retention_s=RETENTION_S, cleanup_interval_s=1.0)
+    manager = LeaseManager(table, "leases", stream_arn=ARN, worker_id="A", cfg=cfg, clock=clock, wall=clock)
+    await manager.ensure_leases(tree.shards.values())
+    assert await manager.rebalance(tree) == ["p"]
+    await manager.checkpoint("p", "9", shard_end=True, parent_shard_id=None)
+    assert await manager.rebalance(tree) == ["c"]
+    tree.prune(["c"])  # the stream trimmed the parent
+    clock.now += RETENTION_S + 1
+    store = LeasedCheckpointStore(manager)
+    listed = {"c": ("p",)}
+    assert await store.delete_finished(ARN, listed=listed, now_s=clock.now, retention_s=RETENTION_S) == []
+    assert "p" in table.items
+    assert await manager.cleanup_if_due(tree) == 1
+    assert set(table.items) == {"c"}
