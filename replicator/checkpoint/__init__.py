@@ -14,7 +14,7 @@ new is stored. A target missing from ``targets`` (added later, or none done yet)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 
@@ -73,6 +73,15 @@ class CheckpointStore(Protocol):
     - ``targets`` (fan-out), when given, replaces the stored per-target positions in the same write as
       the sequence number (a lease's fencing covers both); None leaves them as they are.
     - ``load_all`` returns every stored checkpoint of the stream, by shard id.
+    - ``delete_finished`` deletes the checkpoints of finished shards nothing can need again, by the rule
+      lease cleanup applies (``retention.deletable``: ended ``retention_s`` before ``now_s``, not in
+      ``listed``, every child started, its own parents' checkpoints gone), and returns those deleted.
+      ``listed`` is the worker's last listing: every listed shard's parents, by shard id. Each delete
+      holds only while the stored checkpoint still says shard end. Idempotent: a checkpoint already
+      gone is no error, and calling again deletes nothing more until time or the listing moves on.
+      Raising means some deletes may not have happened (each one done is safe alone); the caller
+      tries again at its next interval. A store whose checkpoints are lease items deletes nothing
+      here: the lease cleanup (``LeaseManager.cleanup_if_due``) does, so no sweep runs twice.
     - ``close`` releases connections; no call may follow it.
     """
 
@@ -95,6 +104,12 @@ class CheckpointStore(Protocol):
         targets: Mapping[str, str] | None = None,
     ) -> None:
         """Store a shard's progress durably."""
+        ...
+
+    async def delete_finished(
+        self, stream_arn: str, *, listed: Mapping[str, Sequence[str]], now_s: float, retention_s: float
+    ) -> list[str]:
+        """Delete finished shards' checkpoints nothing can need again; return their shard ids."""
         ...
 
     async def close(self) -> None:

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from replicator.checkpoint import Checkpoint
+from replicator.checkpoint.retention import finished_checkpoints_to_delete
 from replicator.core.errors import error_code
 from replicator.core.shield import complete_before_cancel
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import AttributeDefinitionTypeDef, GlobalSecondaryIndexTypeDef
@@ -127,6 +128,33 @@ class DynamoDBCheckpointStore:
                 ExpressionAttributeValues=values,
             )
         )
+
+    async def delete_finished(
+        self, stream_arn: str, *, listed: Mapping[str, Sequence[str]], now_s: float, retention_s: float
+    ) -> list[str]:
+        """Delete finished shards' items nothing can need again (``CheckpointStore``), parents first.
+
+        Each delete is conditional on the item still saying shard end: an item saved since (a shard
+        read again by hand) stays.
+        """
+        checkpoints = await self.load_all(stream_arn)
+        deleted = []
+        for shard_id in finished_checkpoints_to_delete(
+            checkpoints, listed=listed, now_s=now_s, retention_s=retention_s
+        ):
+            try:
+                await self._client.delete_item(
+                    TableName=self.table,
+                    Key={"streamArn": {"S": stream_arn}, "shardId": {"S": shard_id}},
+                    ConditionExpression="shardEnd = :true",
+                    ExpressionAttributeValues={":true": {"BOOL": True}},
+                )
+            except Exception as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                continue
+            deleted.append(shard_id)
+        return deleted
 
     async def close(self) -> None:
         """The client belongs to the service's exit stack; nothing to release here."""

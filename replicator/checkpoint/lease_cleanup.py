@@ -1,5 +1,7 @@
 """Lease cleanup: a finished shard's lease item is deleted once nothing can need it again (KCL's rule, and later).
 
+The rule (``retention.deletable``) is the one the coordinator applies to plain checkpoints without leases.
+
 As the KCL's ``LeaseCleanupManager`` decides, a finished shard's item goes once every child shard's
 lease has started (a child is taken only after its parents ended, so from then on the children answer
 "did the parent finish?", ``lease_table.py``) and its own parents' items are gone (oldest first). This
@@ -17,12 +19,12 @@ and also repairs the live index's key on items an older version wrote (a rolling
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from replicator.checkpoint.dynamodb import LIVE_ATTRIBUTE
+from replicator.checkpoint.retention import deletable
 from replicator.core.errors import error_code
 
 if TYPE_CHECKING:
@@ -32,37 +34,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-
-def deletable(
-    items: Iterable[LeaseItem],
-    *,
-    listed_children: Mapping[str, Iterable[str]],
-    now_s: float,
-    retention_s: float,
-) -> list[str]:
-    """The finished leases that may be deleted now, parents before children.
-
-    ``listed_children``: the children of each listed shard as the stream lists them (a listed child
-    without lease item has not started). ``now_s`` is wall-clock time, as ``updatedAt`` is.
-    """
-    by_id = {item.shard_id: item for item in items}
-    children: dict[str, list[str]] = defaultdict(list)
-    for item in by_id.values():
-        for parent in item.parents:
-            children[parent].append(item.shard_id)
-    out: list[str] = []
-    # Ended earliest first: a parent ends before its children, so it is deleted first in one sweep.
-    for item in sorted(by_id.values(), key=lambda i: (i.updated_at_s, i.shard_id)):
-        sid = item.shard_id
-        if not item.shard_end or sid in listed_children or now_s - item.updated_at_s < retention_s:
-            continue
-        if any(parent in by_id for parent in item.parents):
-            continue
-        kids = set(children.get(sid, ())) | set(listed_children.get(sid, ()))
-        if all(kid in by_id and by_id[kid].started for kid in kids):
-            out.append(sid)
-            del by_id[sid]
-    return out
+__all__ = ["deletable", "set_live", "sweep"]
 
 
 async def set_live(table: LeaseTable, lease: LeaseItem) -> None:

@@ -44,7 +44,7 @@ from replicator.checkpoint.lease_table import LeaseTable
 from replicator.core.errors import LeaseLostError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from types_aiobotocore_dynamodb import DynamoDBClient
 
@@ -407,6 +407,13 @@ class LeasedCheckpointStore:
         await self.manager.checkpoint(
             shard_id, sequence_number, shard_end=shard_end, parent_shard_id=parent_shard_id, targets=targets
         )
+
+    async def delete_finished(
+        self, stream_arn: str, *, listed: Mapping[str, Sequence[str]], now_s: float, retention_s: float
+    ) -> list[str]:
+        """Delete nothing: the lease cleanup (``LeaseManager.cleanup_if_due``) deletes finished leases."""
+        del stream_arn, listed, now_s, retention_s
+        return []
 
     async def close(self) -> None:
         """Nothing to release: the manager owns the lease state."""

@@ -11,11 +11,12 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from replicator.checkpoint import Checkpoint
+from replicator.checkpoint.retention import finished_checkpoints_to_delete
 from replicator.core.shield import complete_before_cancel
 
 T = TypeVar("T")
@@ -122,6 +123,20 @@ class SqliteCheckpointStore:
             "targets = COALESCE(excluded.targets, checkpoints.targets)",
             args,
         )
+
+    async def delete_finished(
+        self, stream_arn: str, *, listed: Mapping[str, Sequence[str]], now_s: float, retention_s: float
+    ) -> list[str]:
+        """Delete finished shards' rows nothing can need again (``CheckpointStore``), parents first."""
+        checkpoints = await self.load_all(stream_arn)
+        doomed = finished_checkpoints_to_delete(checkpoints, listed=listed, now_s=now_s, retention_s=retention_s)
+        for shard_id in doomed:
+            await self._in_thread(
+                self._db().execute,
+                "DELETE FROM checkpoints WHERE stream_arn = ? AND shard_id = ? AND shard_end = 1",
+                (stream_arn, shard_id),
+            )
+        return doomed
 
     async def close(self) -> None:
         """Close the file, once no statement is running."""

@@ -329,12 +329,16 @@ class LeaseConfig(BaseModel):
         default=86_400.0,
         gt=0,
         description=(
-            "A finished shard's lease item is deleted only this long after its shard ended (and once every "
-            "child started): the stream's retention (24 h for DynamoDB Streams; set a Kinesis stream's own)."
+            "A finished shard's checkpoint (its lease item with leases, its row or item without) is deleted "
+            "only this long after its shard ended, once the stream no longer lists it and every child "
+            "started: the stream's retention (24 h for DynamoDB Streams; set a Kinesis stream's own). "
+            "Applies with or without leases."
         ),
     )
     cleanup_interval_s: float = Field(
-        default=300.0, gt=0, description="How often a worker looks for finished lease items to delete."
+        default=300.0,
+        gt=0,
+        description="How often a worker looks for finished checkpoints to delete (with or without leases).",
     )
 
     @model_validator(mode="after")

@@ -136,6 +136,13 @@ class _NoSaves:
         """Nothing: the shard's end is the shard's reader's to save."""
         del stream_arn, shard_id, sequence_number, shard_end, parent_shard_id, targets
 
+    async def delete_finished(
+        self, stream_arn: str, *, listed: Mapping[str, Sequence[str]], now_s: float, retention_s: float
+    ) -> list[str]:
+        """Never called by a reader."""
+        del stream_arn, listed, now_s, retention_s
+        return []
+
     async def close(self) -> None:
         """Nothing to release."""
 

@@ -29,6 +29,7 @@ from replicator.core.errors import LeaseLostError
 from replicator.core.retry import RetryPolicy, retrying
 from replicator.observe.logs import error_text
 from replicator.runtime import stream_watch
+from replicator.runtime.checkpoint_cleanup import CheckpointCleanup
 from replicator.runtime.consumer import ReaderSettings, ShardReader
 from replicator.runtime.fanout_reader import MainReaderState, MainReaderStore, run_fanned_out
 from replicator.runtime.shard_fanout import ShardFanOut
@@ -108,6 +109,7 @@ class Coordinator:
         """Shards listed by the first discovery with no checkpoint in their lineage: ``starting_position`` applies."""
         self._latest_open: set[str] = set()
         """With ``starting_position: LATEST``, the shards open at the first discovery: they start at once, at LATEST."""
+        self.cleanup = CheckpointCleanup(cfg.leases)
 
     async def run(self) -> None:
         """Coordinate until cancelled (the service cancels it on stop)."""
@@ -122,6 +124,8 @@ class Coordinator:
             if self._initial is None:
                 # After the first assign: leased checkpoints are known only once the leases were read.
                 self._note_initial_shards()
+            for sid in await self.cleanup.run_if_due(self.assignment.store, self.stream_arn, self.tree):
+                self._ended.pop(sid, None)
             self._start_ready()
             until_discovery = max(0.0, next_discovery - time.monotonic())
             cycle_s = self.assignment.cycle_s

@@ -12,7 +12,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from replicator.checkpoint import Checkpoint
     from replicator.observe.state import ShardState, WorkerState
@@ -65,6 +65,13 @@ class MainReaderStore:
     async def load_all(self, stream_arn: str) -> dict[str, Checkpoint]:
         """Never called by a reader."""
         return await self.fanout.store.load_all(stream_arn)
+
+    async def delete_finished(
+        self, stream_arn: str, *, listed: Mapping[str, Sequence[str]], now_s: float, retention_s: float
+    ) -> list[str]:
+        """Never called by a reader: the coordinator cleans up through the assignment's store."""
+        del stream_arn, listed, now_s, retention_s
+        return []
 
     async def save(
         self,
