@@ -8,6 +8,7 @@ The target side is a recorder of write order, not a model of DynamoDB's conditio
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from typing import Any
@@ -72,6 +73,23 @@ class ScriptedStream:
             }
         )
         return seq
+
+    def roll(self, gen: int, *, listed_generations: int) -> None:
+        """Rollover ``gen`` of a chain ``g0, g1, ...``: ``g{gen-1}`` gets ``k`` = ``gen`` and closes, ``g{gen}`` opens.
+
+        The stream stops listing the generations older than the last ``listed_generations``.
+        """
+        self.put(f"g{gen - 1}", "k", gen)
+        self.close(f"g{gen - 1}")
+        self.add_shard(f"g{gen}", parent=f"g{gen - 1}")
+        if gen >= listed_generations:
+            self.hidden.add(f"g{gen - listed_generations}")  # trimmed by the stream
+
+    async def listed_again(self, times: int = 10) -> None:
+        """Return once the worker has listed the stream ``times`` more times (so trimmed shards are forgotten)."""
+        listed_after = self.describe_calls + times
+        while self.describe_calls < listed_after:  # noqa: ASYNC110 - no event to await: the worker polls
+            await asyncio.sleep(0.01)
 
     def close(self, shard_id: str) -> None:
         """Close a shard: it gets an ending sequence number and no more records."""

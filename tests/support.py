@@ -1,4 +1,4 @@
-"""Helpers the integration tests share: configs, an in-process worker, scans and waiting."""
+"""Helpers the tests share: configs, an in-process worker, scans, waiting, a manual clock, a DynamoDB Local client."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from aiobotocore.session import get_session
 from replicator_dev.local.dynamodb_local import DynamoDBLocal
+from types_aiobotocore_dynamodb import DynamoDBClient
 
 from replicator.core.config import Config
 from replicator.observe.metrics import Metrics
@@ -78,3 +80,28 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, wha
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
     """A metric sample's value (0 when absent)."""
     return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+class ManualClock:
+    """A clock a test moves by hand (``clock.now += 5``): pass it where the code takes ``clock``/``wall``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        """Start at ``now``."""
+        self.now = now
+
+    def __call__(self) -> float:
+        """The time the test set."""
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def ddb_client(ddb: DynamoDBLocal) -> AsyncIterator[DynamoDBClient]:
+    """An aiobotocore DynamoDB client of a DynamoDB Local process (closed on exit)."""
+    async with get_session().create_client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=ddb.endpoint_url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",  # noqa: S106 - DynamoDB Local accepts any key
+    ) as client:
+        yield client

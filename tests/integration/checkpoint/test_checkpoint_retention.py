@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from typing import TYPE_CHECKING
 
-from aiobotocore.session import get_session
+from support import ddb_client
 
 from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from replicator_dev.local.dynamodb_local import DynamoDBLocal
-    from types_aiobotocore_dynamodb import DynamoDBClient
 
     from replicator.checkpoint import Checkpoint
 
@@ -25,24 +23,11 @@ ROLLOVERS = 20
 LISTED_GENERATIONS = 3
 
 
-@contextlib.asynccontextmanager
-async def _client(ddb: DynamoDBLocal) -> AsyncIterator[DynamoDBClient]:
-    session = get_session()
-    async with session.create_client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=ddb.endpoint_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",  # noqa: S106 - DynamoDB Local accepts any key
-    ) as client:
-        yield client
-
-
 async def test_checkpoint_items_stay_bounded_over_many_rollovers(
     region_a: DynamoDBLocal, unique_name: Callable[[str], str]
 ) -> None:
     """Twenty rollovers with three generations listed leave the listed generations' items, not twenty-one."""
-    async with _client(region_a) as client:
+    async with ddb_client(region_a) as client:
         store = DynamoDBCheckpointStore(client, unique_name("cp"))
         await store.start()
         await store.save(ARN, "g0", "0")
@@ -64,7 +49,7 @@ async def test_a_delete_holds_only_while_the_item_says_shard_end(
     region_a: DynamoDBLocal, unique_name: Callable[[str], str]
 ) -> None:
     """An item that no longer says shard end when the delete lands stays (the delete is conditional)."""
-    async with _client(region_a) as client:
+    async with ddb_client(region_a) as client:
         store = DynamoDBCheckpointStore(client, unique_name("cp"))
         await store.start()
         await store.save(ARN, "p", "9", shard_end=True)

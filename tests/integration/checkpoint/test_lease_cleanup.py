@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiobotocore.session import get_session
+from support import ddb_client
 
 from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
 from replicator.checkpoint.leases import LeaseManager
@@ -15,7 +14,7 @@ from replicator.core.config import LeaseConfig
 from replicator.source.shards import Shard, ShardTree
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from replicator_dev.local.dynamodb_local import DynamoDBLocal
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -23,19 +22,6 @@ if TYPE_CHECKING:
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/2026-01-01T00:00:00.000"
 RETENTION_S = 2.0
 """Accelerated retention (``leases.finished_retention_s``): the stream's 24 h in two seconds."""
-
-
-@contextlib.asynccontextmanager
-async def _client(ddb: DynamoDBLocal) -> AsyncIterator[DynamoDBClient]:
-    session = get_session()
-    async with session.create_client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=ddb.endpoint_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",  # noqa: S106 - DynamoDB Local accepts any key
-    ) as client:
-        yield client
 
 
 def _manager(client: DynamoDBClient, table: str, worker: str) -> LeaseManager:
@@ -73,7 +59,7 @@ async def test_a_rollover_chain_on_dynamodb_local_reads_live_leases_and_deletes_
 ) -> None:
     """The worker's table has the live index; the ended parent leaves it and is deleted after retention."""
     table = unique_name("leases")
-    async with _client(region_a) as client:
+    async with ddb_client(region_a) as client:
         await DynamoDBCheckpointStore(client, table).start()
         a = _manager(client, table, "A")
         await a.prepare()
@@ -107,7 +93,7 @@ async def test_a_table_made_before_the_live_index_gets_it_and_its_open_leases_ar
 ) -> None:
     """Migration: an index-less checkpoint table gains the index (UpdateTable) and a backfilled live key."""
     table = unique_name("oldleases")
-    async with _client(region_a) as client:
+    async with ddb_client(region_a) as client:
         await client.create_table(
             TableName=table,
             KeySchema=[

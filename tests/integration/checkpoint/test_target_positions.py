@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
-from aiobotocore.session import get_session
+from support import ddb_client
 
 from replicator.checkpoint.dynamodb import DynamoDBCheckpointStore
 from replicator.checkpoint.leases import LeasedCheckpointStore, LeaseManager
@@ -13,25 +12,11 @@ from replicator.core.config import LeaseConfig
 from replicator.source.shards import Shard, ShardTree
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from replicator_dev.local.dynamodb_local import DynamoDBLocal
-    from types_aiobotocore_dynamodb import DynamoDBClient
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/2026-01-01T00:00:00.000"
-
-
-@contextlib.asynccontextmanager
-async def _client(ddb: DynamoDBLocal) -> AsyncIterator[DynamoDBClient]:
-    session = get_session()
-    async with session.create_client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=ddb.endpoint_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",  # noqa: S106 - DynamoDB Local accepts any key
-    ) as client:
-        yield client
 
 
 async def test_store_and_lease_keep_target_positions_one_target_none(
@@ -39,7 +24,7 @@ async def test_store_and_lease_keep_target_positions_one_target_none(
 ) -> None:
     """The map is written with the checkpoint (plain and leased), read back; a one-target save adds none."""
     table = unique_name("cp")
-    async with _client(region_a) as client:
+    async with ddb_client(region_a) as client:
         store = DynamoDBCheckpointStore(client, table)
         await store.start()
         await store.save(ARN, "s0", "5")

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fake_lease_table import FakeLeaseTable
+from support import ManualClock
 
 from replicator.checkpoint.leases import LeasedCheckpointStore, LeaseManager
 from replicator.checkpoint.sqlite import SqliteCheckpointStore
@@ -17,14 +18,6 @@ if TYPE_CHECKING:
 
 ARN = "arn:aws:dynamodb:us-east-1:1:table/T/stream/x"
 RETENTION_S = 100.0
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _store(tmp_path: Path) -> SqliteCheckpointStore:
@@ -91,7 +84,7 @@ async def test_a_chain_is_deleted_oldest_first_and_stops_at_an_unstarted_child(t
 
 async def test_the_leased_store_leaves_finished_leases_to_the_lease_cleanup() -> None:
     """With leases the store's delete_finished deletes nothing; the lease cleanup deletes the same item once."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     p, c = Shard("p", None, "1", "9"), Shard("c", "p", "10")
     tree = ShardTree()
     tree.update([p, c])

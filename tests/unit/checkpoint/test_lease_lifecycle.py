@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from fake_lease_table import FakeLeaseTable
+from support import ManualClock
 
 from replicator.checkpoint.leases import LeaseManager
 from replicator.core.config import LeaseConfig
@@ -17,15 +18,7 @@ ARN = "arn:aws:dynamodb:us-east-1:1:table/T/stream/x"
 RETENTION_S = 100.0
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _manager(table: FakeLeaseTable, worker: str, clock: _Clock) -> LeaseManager:
+def _manager(table: FakeLeaseTable, worker: str, clock: ManualClock) -> LeaseManager:
     cfg = LeaseConfig(enabled=True, finished_retention_s=RETENTION_S, cleanup_interval_s=1.0)
     return LeaseManager(table, "leases", stream_arn=ARN, worker_id=worker, cfg=cfg, clock=clock, wall=clock)
 
@@ -36,14 +29,14 @@ def _listing(tree: ShardTree, *shards: Shard) -> None:
     tree.prune(s.shard_id for s in shards)
 
 
-async def _cleanup(manager: LeaseManager, tree: ShardTree, clock: _Clock) -> int:
+async def _cleanup(manager: LeaseManager, tree: ShardTree, clock: ManualClock) -> int:
     clock.now += manager.cleanup_interval_s
     return await manager.cleanup_if_due(tree)
 
 
 async def test_a_finished_lease_is_deleted_only_past_retention_once_its_child_started_and_it_is_unlisted() -> None:
     """The parent's item stays while its child has not started, while listed, and before retention; then goes."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     p, c = Shard("p", None, "1", "9"), Shard("c", "p", "10")
     tree = ShardTree()
     _listing(tree, p, c)
@@ -65,7 +58,7 @@ async def test_a_finished_lease_is_deleted_only_past_retention_once_its_child_st
 
 async def test_a_finished_lease_stays_until_retention_even_when_unlisted_and_its_child_started() -> None:
     """Never earlier than retention: a lagging replay must still find the parent's checkpoint."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     tree = ShardTree()
     _listing(tree, Shard("p", None, "1", "9"), Shard("c", "p", "10"))
     a = _manager(table, "A", clock)
@@ -81,7 +74,7 @@ async def test_a_finished_lease_stays_until_retention_even_when_unlisted_and_its
 
 async def test_rebalance_reads_only_live_leases() -> None:
     """Rebalancing queries the live index: a finished lease is no longer read, nor kept in the lease cache."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     tree = ShardTree()
     _listing(tree, Shard("p", None, "1", "9"), Shard("c", "p", "10"))
     a = _manager(table, "A", clock)
@@ -98,7 +91,7 @@ async def test_rebalance_reads_only_live_leases() -> None:
 
 async def test_a_lagging_worker_neither_recreates_a_deleted_parent_nor_blocks_its_child() -> None:
     """After cleanup deleted the parent, a worker that still lists it learns from the child that it ended."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     p, c = Shard("p", None, "1", "9"), Shard("c", "p", "10")
     current, lagging = ShardTree(), ShardTree()
     _listing(current, p, c)
@@ -121,7 +114,7 @@ async def test_a_lagging_worker_neither_recreates_a_deleted_parent_nor_blocks_it
 
 async def test_an_older_table_gets_the_live_index_and_its_items_the_live_key() -> None:
     """A table made before the index: prepare adds it and backfills liveStreamArn on unfinished leases only."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     table.has_live_index = False
     key = {"streamArn": {"S": ARN}}
     table.items["old"] = {**key, "shardId": {"S": "old"}, "shardEnd": {"BOOL": True}, "leaseCounter": {"N": "4"}}
@@ -139,7 +132,7 @@ async def test_an_older_table_gets_the_live_index_and_its_items_the_live_key() -
 
 async def test_a_year_of_rollovers_keeps_the_table_and_memory_bounded_by_open_shards() -> None:
     """Many rollovers: lease items and every cache follow listed shards (open + retained), not history."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     width, lifetime_s, rollovers = 4, 40.0, 60
     a = _manager(table, "A", clock)
     await a.prepare()
@@ -196,7 +189,7 @@ async def _holding_300(table: _InFlightTable) -> tuple[LeaseManager, ShardTree]:
     """A manager that created and took 300 leases, the table's in-flight count reset."""
     tree = ShardTree()
     _listing(tree, *(Shard(f"s{i:03d}", None, "1") for i in range(300)))
-    a = _manager(table, "A", _Clock())
+    a = _manager(table, "A", ManualClock())
     await a.ensure_leases(tree.shards.values())
     assert len(await a.rebalance(tree)) == 300
     table.most_in_flight = 0
@@ -242,7 +235,7 @@ class _InFlightPutTable(FakeLeaseTable):
 
 async def test_the_leases_of_a_rollovers_children_are_created_concurrently() -> None:
     """A rollover opens hundreds of children at once: their lease items are created concurrently, each once."""
-    table, clock = _InFlightPutTable(), _Clock()
+    table, clock = _InFlightPutTable(), ManualClock()
     shards = [Shard(f"s{i:03d}", None, "1") for i in range(300)]
     a = _manager(table, "A", clock)
     await a.ensure_leases(shards)
@@ -252,7 +245,7 @@ async def test_the_leases_of_a_rollovers_children_are_created_concurrently() -> 
 
 async def test_a_rebalance_takes_the_leases_it_lacks_concurrently() -> None:
     """300 free leases: the takes overlap instead of running one after another."""
-    table, clock = _InFlightTable(), _Clock()
+    table, clock = _InFlightTable(), ManualClock()
     tree = ShardTree()
     _listing(tree, *(Shard(f"s{i:03d}", None, "1") for i in range(300)))
     a = _manager(table, "A", clock)
@@ -279,7 +272,7 @@ class _LaggingIndexTable(FakeLeaseTable):
 
 async def test_a_stale_live_index_read_from_before_our_take_does_not_drop_the_lease() -> None:
     """The index still shows the lease before our take (no owner, lower counter): not a loss."""
-    table, clock = _LaggingIndexTable(), _Clock()
+    table, clock = _LaggingIndexTable(), ManualClock()
     tree = ShardTree()
     _listing(tree, Shard("s0", None, "1"))
     a = _manager(table, "A", clock)
@@ -307,7 +300,7 @@ class _RepairFailsTable(FakeLeaseTable):
 
 async def test_a_failed_sweep_does_not_switch_to_the_index_and_drop_a_lease_without_the_live_key() -> None:
     """A lease an older version created (no live key) and we hold stays held when the repairing sweep fails."""
-    table, clock = _RepairFailsTable(), _Clock()
+    table, clock = _RepairFailsTable(), ManualClock()
     table.has_live_index = False
     a = _manager(table, "A", clock)
     await a.prepare()  # adds the index; until it is ACTIVE and backfilled, every item of the stream is read

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fake_lease_table import FakeLeaseTable, GatedLeaseTable
+from support import ManualClock
 
 from replicator.checkpoint.leases import LeaseManager
 from replicator.core.config import LeaseConfig
@@ -16,27 +17,19 @@ from replicator.source.shards import Shard, ShardTree
 ARN = "arn:aws:kinesis:us-east-1:1:stream/s"
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _tree(*shards: Shard) -> ShardTree:
     tree = ShardTree()
     tree.update(shards)
     return tree
 
 
-def _manager(table: FakeLeaseTable, worker: str, clock: _Clock) -> LeaseManager:
+def _manager(table: FakeLeaseTable, worker: str, clock: ManualClock) -> LeaseManager:
     return LeaseManager(table, "leases", stream_arn=ARN, worker_id=worker, cfg=LeaseConfig(enabled=True), clock=clock)
 
 
 async def test_a_new_worker_steals_one_lease_per_round_until_balanced_and_the_victim_is_fenced() -> None:
     """B joins A's 4 leases: one steal per round, 2 each; A's checkpoint on a stolen shard is refused."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     tree = _tree(*(Shard(f"s{i}", None, "1") for i in range(4)))
     a, b = _manager(table, "A", clock), _manager(table, "B", clock)
     await a.ensure_leases(tree.shards.values())
@@ -59,7 +52,7 @@ async def test_a_new_worker_steals_one_lease_per_round_until_balanced_and_the_vi
 
 async def test_a_dead_workers_leases_are_taken_only_after_the_failover_time() -> None:
     """Leases whose counter stops moving are taken after failover_time_s of this worker's own clock."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     tree = _tree(Shard("s0", None, "1"), Shard("s1", None, "1"))
     a, b = _manager(table, "A", clock), _manager(table, "B", clock)
     await a.ensure_leases(tree.shards.values())
@@ -77,7 +70,7 @@ async def test_a_dead_workers_leases_are_taken_only_after_the_failover_time() ->
 
 async def test_a_child_is_taken_only_after_its_parent_ended_and_release_frees_leases() -> None:
     """The child's lease stays untaken until the parent's item says shardEnd; release removes the owner."""
-    table, clock = FakeLeaseTable(), _Clock()
+    table, clock = FakeLeaseTable(), ManualClock()
     tree = _tree(Shard("p", None, "1", "9"), Shard("c", "p", "10"))
     a = _manager(table, "A", clock)
     await a.ensure_leases(tree.shards.values())
@@ -103,7 +96,7 @@ class _SlowQueryTable(FakeLeaseTable):
 
 async def test_a_checkpoint_during_a_refresh_does_not_drop_the_lease() -> None:
     """A counter bumped by our own checkpoint while the lease Query was in flight is a stale read, not a loss."""
-    table, clock = _SlowQueryTable(), _Clock()
+    table, clock = _SlowQueryTable(), ManualClock()
     tree = _tree(Shard("s0", None, "1"))
     a = _manager(table, "A", clock)
     await a.ensure_leases(tree.shards.values())
@@ -136,7 +129,7 @@ def _stored_counter(table: FakeLeaseTable, shard_id: str) -> int:
 
 async def test_a_checkpoint_cancelled_in_flight_completes_and_keeps_the_counter_in_step() -> None:
     """Cancelled while DynamoDB's answer is on its way, a checkpoint still records the counter it wrote."""
-    table, clock = GatedLeaseTable(), _Clock()
+    table, clock = GatedLeaseTable(), ManualClock()
     tree = _tree(Shard("s0", None, "1"))
     a = _manager(table, "A", clock)
     await a.ensure_leases(tree.shards.values())
@@ -153,7 +146,7 @@ async def test_a_checkpoint_cancelled_in_flight_completes_and_keeps_the_counter_
 
 async def test_a_shard_end_cancelled_in_flight_still_ends_the_lease() -> None:
     """The shard-end checkpoint and dropping the ended lease are not separated by a cancellation."""
-    table, clock = GatedLeaseTable(), _Clock()
+    table, clock = GatedLeaseTable(), ManualClock()
     tree = _tree(Shard("p", None, "1", "9"))
     a = _manager(table, "A", clock)
     await a.ensure_leases(tree.shards.values())
@@ -167,7 +160,7 @@ async def test_a_shard_end_cancelled_in_flight_still_ends_the_lease() -> None:
 
 async def test_a_take_cancelled_in_flight_is_held_and_released_at_shutdown() -> None:
     """A rebalance cancelled while its take is answered still holds that lease, so shutdown releases it."""
-    table, clock = GatedLeaseTable(), _Clock()
+    table, clock = GatedLeaseTable(), ManualClock()
     tree = _tree(Shard("s0", None, "1"))
     a = _manager(table, "A", clock)
     await a.ensure_leases(tree.shards.values())
@@ -183,7 +176,7 @@ async def test_a_take_cancelled_in_flight_is_held_and_released_at_shutdown() -> 
 
 async def test_a_renewal_cancelled_at_shutdown_does_not_keep_the_lease_from_being_released() -> None:
     """Shutdown cancels the renewer mid-renewal; the renewal finishes first, so release_all frees the lease."""
-    table, clock = GatedLeaseTable(), _Clock()
+    table, clock = GatedLeaseTable(), ManualClock()
     tree = _tree(Shard("s0", None, "1"), Shard("s1", None, "1"))
     a = _manager(table, "A", clock)
     await a.ensure_leases(tree.shards.values())

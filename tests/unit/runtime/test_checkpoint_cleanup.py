@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from support import ManualClock
+
 from replicator.core.config import LeaseConfig
 from replicator.runtime.checkpoint_cleanup import CheckpointCleanup
 from replicator.source.shards import Shard, ShardTree
@@ -12,14 +14,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 ARN = "arn:aws:dynamodb:us-east-1:1:table/T/stream/x"
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class _Store:
@@ -41,7 +35,7 @@ class _Store:
 
 async def test_cleanup_runs_once_per_interval_with_the_listing_and_survives_a_failure() -> None:
     """Nothing before the interval; a failed sweep returns nothing and the next interval sweeps again."""
-    clock = _Clock()
+    clock = ManualClock()
     cleanup = CheckpointCleanup(
         LeaseConfig(finished_retention_s=50.0, cleanup_interval_s=10.0), clock=clock, wall=lambda: 7.0
     )

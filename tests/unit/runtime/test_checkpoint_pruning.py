@@ -50,11 +50,7 @@ async def _wait_for(target: RecordingTarget, value: int, task: asyncio.Task[None
 async def _roll(stream: ScriptedStream, target: RecordingTarget, task: asyncio.Task[None]) -> None:
     """Thirty rollovers, the stream listing the last three generations; one change per generation."""
     for gen in range(1, ROLLOVERS + 1):
-        stream.put(f"g{gen - 1}", "k", gen)
-        stream.close(f"g{gen - 1}")
-        stream.add_shard(f"g{gen}", parent=f"g{gen - 1}")
-        if gen >= LISTED_GENERATIONS:
-            stream.hidden.add(f"g{gen - LISTED_GENERATIONS}")  # trimmed by the stream
+        stream.roll(gen, listed_generations=LISTED_GENERATIONS)
         await _wait_for(target, gen, task)
 
 
@@ -103,9 +99,7 @@ async def test_nothing_is_deleted_before_the_retention(tmp_path: Path) -> None:
     try:
         async with asyncio.timeout(60):
             await _roll(stream, target, task)
-            listed_after = stream.describe_calls + 10
-            while stream.describe_calls < listed_after:  # noqa: ASYNC110 - the scripted stream has no event to await
-                await asyncio.sleep(0.01)
+            await stream.listed_again()
     finally:
         replicator.stop()
         await task

@@ -36,18 +36,12 @@ async def test_trimmed_shards_leave_the_worker_state_across_many_rollovers(tmp_p
     try:
         async with asyncio.timeout(60):
             for gen in range(1, ROLLOVERS + 1):
-                stream.put(f"g{gen - 1}", "k", gen)
-                stream.close(f"g{gen - 1}")
-                stream.add_shard(f"g{gen}", parent=f"g{gen - 1}")
-                if gen >= LISTED_GENERATIONS:
-                    stream.hidden.add(f"g{gen - LISTED_GENERATIONS}")  # trimmed by the stream
+                stream.roll(gen, listed_generations=LISTED_GENERATIONS)
                 while target.values_of("k")[-1:] != [gen]:
                     assert not task.done(), task
                     await asyncio.sleep(0.01)
             # Let discovery run a few more times so the last trimmed shards are forgotten.
-            listed_after = stream.describe_calls + 10
-            while stream.describe_calls < listed_after:  # noqa: ASYNC110 - the scripted stream has no event to await
-                await asyncio.sleep(0.01)
+            await stream.listed_again()
     finally:
         replicator.stop()
         await task
