@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING
 
 import botocore.exceptions
 import pytest
-from replicator_dev.local import common
+from replicator_dev.local import common, dynamodb_local
+from replicator_dev.local import moto_server as moto_module
 from replicator_dev.local.common import LocalInfraError, create_table
 from replicator_dev.local.dynamodb_local import DynamoDBLocal
 from replicator_dev.local.install import ensure_installed
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from replicator_dev.local.moto_server import MotoServer
@@ -132,6 +134,26 @@ def test_start_failure_reports_log_tail(tmp_path: Path) -> None:
             ddb.start()
     assert "Initializing DynamoDB Local" in str(excinfo.value)
     assert not ddb.running
+
+
+def _taken_then_free(blocker: socket.socket) -> Callable[[], int]:
+    """A ``free_port`` stand-in whose first answer is a port another process already listens on."""
+    answers = iter([blocker.getsockname()[1]])
+    return lambda: next(answers, None) or common.free_port()
+
+
+@pytest.mark.parametrize("launcher", ["dynamodb_local", "moto_server"])
+def test_auto_chosen_port_taken_before_bind_is_retried(monkeypatch: pytest.MonkeyPatch, launcher: str) -> None:
+    """A port picked by ``free_port`` and taken before the process binds it costs a retry, not a failure."""
+    module = {"dynamodb_local": dynamodb_local, "moto_server": moto_module}[launcher]
+    with socket.socket() as blocker:
+        blocker.bind(("0.0.0.0", 0))  # noqa: S104 - DynamoDB Local binds every interface; so must the blocker
+        blocker.listen()
+        monkeypatch.setattr(module, "free_port", _taken_then_free(blocker))
+        process = DynamoDBLocal() if launcher == "dynamodb_local" else moto_module.MotoServer()
+        with process:
+            assert process.running
+            assert process.port != blocker.getsockname()[1]
 
 
 def test_missing_faketime_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
