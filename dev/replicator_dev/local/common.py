@@ -23,9 +23,26 @@ FAKE_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "loca
 
 DEFAULT_REGION = "us-east-1"
 
+AUTO_PORT_ATTEMPTS = 3
+"""Ports a launcher tries when the one ``free_port`` chose is taken before its process binds it.
+
+Between ``free_port`` closing its socket and the process binding the port, another process (a
+parallel test worker's launcher, any client's outgoing connection) can take it. Rare, but with
+hundreds of starts per test run and several runs at once it happens; a fresh port fixes it.
+"""
+
 
 class LocalInfraError(RuntimeError):
     """A local stand-in (DynamoDB Local, moto) could not be installed, started or controlled."""
+
+
+class PortTakenError(LocalInfraError):
+    """The process exited while starting because its port was already in use."""
+
+
+def says_port_taken(log_text: str) -> bool:
+    """True if a process's log says it could not listen because the port was in use (Java and Python alike)."""
+    return "Address already in use" in log_text
 
 
 def require_tool(name: str, why: str) -> str:

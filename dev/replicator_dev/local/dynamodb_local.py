@@ -33,13 +33,16 @@ from typing import IO, Any, Self
 import botocore.exceptions
 
 from replicator_dev.local.common import (
+    AUTO_PORT_ATTEMPTS,
     DEFAULT_REGION,
     LocalInfraError,
     LocalProcess,
+    PortTakenError,
     exit_on_sigterm,
     free_port,
     local_client,
     require_tool,
+    says_port_taken,
 )
 from replicator_dev.local.faketime import TravelClock
 from replicator_dev.local.install import ensure_installed
@@ -195,7 +198,25 @@ class DynamoDBLocal(LocalProcess):
         return cmd, env
 
     def start(self) -> Self:
-        """Launch the process and block until it answers ``ListTables``; return self."""
+        """Launch the process and block until it answers ``ListTables``; return self.
+
+        A port chosen here (none given) that turns out to be taken is replaced by a fresh one.
+        """
+        if self._requested_port is None:
+            for _ in range(AUTO_PORT_ATTEMPTS - 1):
+                try:
+                    return self._start_once()
+                except PortTakenError:
+                    self._forget_port()
+        return self._start_once()
+
+    def _forget_port(self) -> None:
+        self._port = None
+        if self._own_log and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)  # named after the port
+            self._log_path = None
+
+    def _start_once(self) -> Self:
         with self._lock:
             if self.running:
                 raise LocalInfraError(f"{self!r} is already running")
@@ -234,9 +255,11 @@ class DynamoDBLocal(LocalProcess):
             proc = self._proc
             if proc is None or proc.poll() is not None:
                 code = None if proc is None else proc.returncode
-                raise LocalInfraError(
+                tail = self.log_tail()
+                error = PortTakenError if says_port_taken(tail) else LocalInfraError
+                raise error(
                     f"DynamoDB Local on port {self._port} exited with {code} while starting; "
-                    f"log {self._log_path}:\n{self.log_tail()}"
+                    f"log {self._log_path}:\n{tail}"
                 )
             try:
                 probe.list_tables(Limit=1)

