@@ -183,12 +183,12 @@ class LeaseManager:
         """Find out whether the listed parents of live leases finished (their items left the live index)."""
         table = self._table
         table.finished |= self._finished_by_children() & set(tree.shards)
-        # Every live lease's parents, listed children's and not yet listed ones' (``_active`` counts those).
         unknown = {
             parent
-            for lease in table.items.values()
-            for parent in lease.parents
-            if parent in tree.shards and parent not in table.items
+            for sid in table.items
+            if sid in tree.shards
+            for parent in (tree.shards[sid].parent_shard_id, tree.shards[sid].adjacent_parent_shard_id)
+            if parent is not None and parent in tree.shards and parent not in table.items
         } - table.finished
         if unknown:
             await table.lookup(unknown)
@@ -233,8 +233,7 @@ class LeaseManager:
             target = min(target, self.max_leases)
         mine = loads[self.worker_id]
         taken: list[str] = []
-        listed = {sid: lease for sid, lease in active.items() if sid in tree.shards}
-        candidates = self._candidates(listed)
+        candidates = self._candidates(active)
         # After a rollover a worker takes hundreds of children: concurrently, as many as it still lacks.
         limit = asyncio.Semaphore(RENEW_CONCURRENCY)
 
@@ -249,7 +248,7 @@ class LeaseManager:
                     taken.append(lease.shard_id)
                     mine += 1
         if mine < target and not taken:
-            taken += await self._steal_one(listed, loads, target)
+            taken += await self._steal_one(active, loads, target)
         return taken
 
     def _loads(self, active: dict[str, LeaseItem]) -> dict[str, int]:
@@ -261,28 +260,16 @@ class LeaseManager:
         return loads
 
     def _active(self, items: dict[str, LeaseItem], tree: ShardTree) -> dict[str, LeaseItem]:
-        """Leases with work left whose parents are read to their end: what the fair share is counted on.
-
-        A shard this worker has not listed yet counts once its lease's parents are known to have ended: a
-        child another worker looked up at its parent's end (``Coordinator._discover_children``) is work
-        for someone now, and without it the share shrinks until this worker lists the stream again, while
-        this worker's own children wait. Only listed shards are taken (``rebalance``).
-        """
+        """Leases with work left whose shard still exists and whose parents are read to their end."""
         checkpoints = self.checkpoints()
-        active = {}
-        for sid, lease in items.items():
-            if lease.shard_end or sid in self._table.finished:
-                continue
-            shard = tree.shards.get(sid)
-            if shard is not None:
-                if tree.parent_pending(shard, checkpoints):
-                    continue
-            elif not lease.parents or not all(
-                (cp := checkpoints.get(parent)) is not None and cp.shard_end for parent in lease.parents
-            ):
-                continue
-            active[sid] = lease
-        return active
+        return {
+            sid: lease
+            for sid, lease in items.items()
+            if not lease.shard_end
+            and sid not in self._table.finished
+            and sid in tree.shards
+            and not tree.parent_pending(tree.shards[sid], checkpoints)
+        }
 
     def _candidates(self, active: dict[str, LeaseItem]) -> list[LeaseItem]:
         # Our own lease from an earlier life of this worker id first, then unowned, then expired ones.
@@ -302,13 +289,7 @@ class LeaseManager:
         if not victims or victims[0][0] <= target:
             return []
         victim = victims[0][1]
-        lease = min(
-            (lease for lease in active.values() if lease.owner == victim),
-            key=lambda lease: lease.shard_id,
-            default=None,
-        )
-        if lease is None:  # the victim's leases are all of shards this worker has not listed yet
-            return []
+        lease = min((lease for lease in active.values() if lease.owner == victim), key=lambda lease: lease.shard_id)
         if await self._table.take(lease, steal=True):
             if self.metrics is not None:
                 self.metrics.errors.labels(kind="lease_stolen").inc()

@@ -135,12 +135,7 @@ class ReaderConfig(BaseModel):
         description="Send GetRecords as a signed HTTP request of our own (aws.LeanDynamoDB) instead of "
         "through botocore, whose response parsing cost ~10% of the CPU per record; false: botocore.",
     )
-    shard_discovery_interval_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="How often the stream is listed for new shards; a listing of many pages waits longer (one "
-        "DescribeStream page a second per worker). A shard read to its end has its children looked up at once.",
-    )
+    shard_discovery_interval_s: float = Field(default=10.0, gt=0, description="How often new shards are looked for.")
     on_trimmed_data: Literal["fail", "skip_to_trim_horizon"] = Field(
         default="fail",
         description="Unread records were trimmed from the stream: fail stops the shard; skip_to_trim_horizon "

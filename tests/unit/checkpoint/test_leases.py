@@ -188,29 +188,3 @@ async def test_a_renewal_cancelled_at_shutdown_does_not_keep_the_lease_from_bein
     await a.release_all()
     assert [sid for sid, item in table.items.items() if "leaseOwner" in item] == []
     assert a.held() == set()
-
-
-async def test_a_worker_takes_its_ended_shards_children_while_others_children_are_not_listed_here_yet() -> None:
-    """The fair share counts live leases of shards this worker has not listed yet: its own children are not held back.
-
-    Three workers hold 10 shards each; 5 of each end. B and C took their children; A lists only its own
-    (the others' children were looked up by their workers). A's share is 10, so it takes all 5 of its children.
-    """
-    table, clock = FakeLeaseTable(), ManualClock()
-    cfg = LeaseConfig(enabled=True, max_leases_per_worker=10)
-    managers = {w: LeaseManager(table, "leases", stream_arn=ARN, worker_id=w, cfg=cfg, clock=clock) for w in "ABC"}
-    parents = [Shard(f"s{i:02d}", None, "1") for i in range(30)]
-    await managers["A"].ensure_leases(parents)
-    for manager in managers.values():
-        assert len(await manager.rebalance(_tree(*parents))) == 10
-    children: dict[str, list[Shard]] = {}
-    for w, manager in managers.items():
-        ended = sorted(manager.held())[:5]
-        for sid in ended:
-            await manager.checkpoint(sid, "9", shard_end=True, parent_shard_id=None)
-        children[w] = [Shard(f"c{sid[1:]}", sid, "10") for sid in ended]
-        await manager.ensure_leases(children[w])
-    for w in "BC":
-        assert len(await managers[w].rebalance(_tree(*parents, *children[w]))) == 5
-    taken = await managers["A"].rebalance(_tree(*parents, *children["A"]))
-    assert sorted(taken) == sorted(c.shard_id for c in children["A"])
