@@ -152,8 +152,6 @@ def measure(run: Run) -> dict[str, Any]:
     workers = []
     lags: dict[str, list[list[float]]] = {"busy": [], "wake": []}
     idle_calls = idle_cpu = idle_lease_writes = 0.0
-    describe_pages = child_queries = 0.0
-    steady_s = 0.0
     rebalances: list[list[float]] = []
     refreshes: list[list[float]] = []
     rss_points: list[tuple[float, float]] = []
@@ -167,11 +165,6 @@ def measure(run: Run) -> dict[str, Any]:
         idle_calls += s1["idle_calls"] - s0["idle_calls"]
         idle_cpu += s1["cpu_s"] - s0["cpu_s"]
         idle_lease_writes += s1.get("lease_writes", 0) - s0.get("lease_writes", 0)
-        # DescribeStream calls while rolling over at steady state: listings (pages) and child lookups.
-        r0, r1 = _at(samples, steady), _at(samples, m["roll_end"])
-        describe_pages += r1.get("describe_pages", 0) - r0.get("describe_pages", 0)
-        child_queries += r1.get("child_queries", 0) - r0.get("child_queries", 0)
-        steady_s = max(steady_s, r1["t"] - r0["t"])
         for kind in lags:
             lags[kind] += final.get("lags", {}).get(kind, [])
         rebalances += final.get("rebalances", [])
@@ -230,10 +223,6 @@ def measure(run: Run) -> dict[str, Any]:
             "lease_items_max_steady": max((n for _, n in items_steady), default=None),
             "lease_items_bound_by_retention": round(a.shards * (1 + retained + 1)),
             "lease_items_growth_per_rollover_steady": round(_slope(items_steady), 1),
-            "describe_stream_pages_per_s_all_workers_steady": round(describe_pages / steady_s, 2) if steady_s else None,
-            "describe_stream_child_queries_per_s_all_workers_steady": round(child_queries / steady_s, 2)
-            if steady_s
-            else None,
             "rss_growth_mb_per_100_rollovers_per_worker_steady": round(rss_slope * 100, 2),
             "rss_extrapolated_year_mb_per_worker": round(
                 max(w["rss_end_mb"] or 0 for w in workers) + max(0.0, rss_slope) * (YEAR_ROLLOVERS - rollovers), 1
@@ -364,10 +353,6 @@ def _table(doc: dict[str, Any]) -> str:
     rss_growth = roll["rss_growth_mb_per_100_rollovers_per_worker_steady"]
     lease_writes = f"{idle['lease_table_writes_per_s']}, {idle['lease_table_usd_per_month_on_demand']}"
     items_steady = f"{roll['lease_items_max_steady']} / {roll['lease_items_bound_by_retention']}"
-    describe_rates = (
-        f"{roll['describe_stream_pages_per_s_all_workers_steady']}, "
-        f"{roll['describe_stream_child_queries_per_s_all_workers_steady']}"
-    )
     rows = [
         ("peak RSS per worker (MB)", ", ".join(str(w["peak_rss_mb"]) for w in r["workers"])),
         ("RSS growth per worker, steady (MB / 100 rollovers)", rss_growth),
@@ -380,7 +365,6 @@ def _table(doc: dict[str, Any]) -> str:
         ("lease items at the end / open shards", f"{roll['lease_items_end']} / {roll['open_shards']}"),
         ("lease items max (steady) / bound by retention", items_steady),
         ("lease items growth per rollover (steady)", roll["lease_items_growth_per_rollover_steady"]),
-        ("DescribeStream/s, all workers (steady): pages, child lookups", describe_rates),
         ("rebalance, idle", timing(reb["idle"])),
         ("rebalance, rolling (steady)", timing(reb["rolling_steady"])),
         ("rebalance, rest", timing(reb["rest"])),

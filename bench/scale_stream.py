@@ -49,10 +49,6 @@ class Counters:
     idle_calls: int = 0
     idle_empty: int = 0
     busy_calls: int = 0
-    describe_pages: int = 0
-    """DescribeStream calls that list the stream (a page each)."""
-    child_queries: int = 0
-    """DescribeStream calls with ShardFilter CHILD_SHARDS (one per shard read to its end)."""
 
 
 class SimStream:
@@ -180,18 +176,9 @@ class SimStream:
         StreamArn: str,  # noqa: ARG002, N803 - botocore's names
         Limit: int = PAGE,  # noqa: N803
         ExclusiveStartShardId: str | None = None,  # noqa: N803
-        ShardFilter: dict[str, str] | None = None,  # noqa: N803
     ) -> dict[str, Any]:
-        """DescribeStream: pages of 100 in creation order; ``ShardFilter`` CHILD_SHARDS: a shard's child."""
+        """DescribeStream: pages of 100 in creation order."""
         now = time.time()
-        if ShardFilter is not None:
-            self.counters.child_queries += 1
-            gen, i = self.parse(ShardFilter["ShardId"])
-            child = [(gen + 1, i)] if gen + 1 <= self.generation(now, i) else []
-            shards = [self._describe(g, j, now) for g, j in child]
-            desc = {"StreamArn": ARN, "StreamStatus": "ENABLED", "StreamViewType": "NEW_AND_OLD_IMAGES"}
-            return {"StreamDescription": {**desc, "Shards": shards}}
-        self.counters.describe_pages += 1
         listed, index = self.listed(now)
         start = 0
         if ExclusiveStartShardId is not None:

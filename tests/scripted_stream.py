@@ -38,7 +38,6 @@ class ScriptedStream:
         self.shards: dict[str, ScriptedShard] = {}
         self.seq = 0
         self.describe_calls = 0
-        self.child_queries = 0
         self.iterator_requests: list[tuple[str, str, str | None]] = []
         self.hidden: set[str] = set()
 
@@ -117,21 +116,11 @@ class ScriptedStream:
         StreamArn: str,  # noqa: N803
         Limit: int = DESCRIBE_PAGE,  # noqa: N803
         ExclusiveStartShardId: str | None = None,  # noqa: N803
-        ShardFilter: dict[str, str] | None = None,  # noqa: N803
     ) -> dict[str, Any]:
-        """DescribeStream: at most 100 shards a page, in creation order, LastEvaluatedShardId to go on.
-
-        ``ShardFilter`` CHILD_SHARDS lists only the children of its ``ShardId`` (counted in ``child_queries``,
-        not in ``describe_calls``, which counts full listings).
-        """
+        """DescribeStream: at most 100 shards a page, in creation order, LastEvaluatedShardId to go on."""
         assert StreamArn == self.arn
+        self.describe_calls += 1
         visible = [s for s in self.shards.values() if s.shard_id not in self.hidden]
-        if ShardFilter is not None:
-            assert ShardFilter["Type"] == "CHILD_SHARDS", ShardFilter
-            self.child_queries += 1
-            visible = [s for s in visible if s.parent == ShardFilter["ShardId"]]
-        else:
-            self.describe_calls += 1
         start = 0
         if ExclusiveStartShardId is not None:
             start = next(i for i, s in enumerate(visible) if s.shard_id == ExclusiveStartShardId) + 1

@@ -1,10 +1,8 @@
 """The coordinator: which of the stream's shards this worker reads, one reader task per shard.
 
 One loop, whichever way shards are owned. Each cycle it
-1. lists the stream's shards when due: every ``reader.shard_discovery_interval_s`` (longer for a stream
-   whose listing takes many pages: ``discovery_interval_s``); a shard read to its end has its children
-   looked up at once (``ChangeSource.child_shards``, one call instead of the whole listing; a source that
-   cannot lists the stream again); the assignment hears of every shard found;
+1. lists the stream's shards when due: every ``reader.shard_discovery_interval_s``, and at once after a
+   reader finished (an ended shard's children may be new); the assignment hears of every listing;
 2. lets the assignment update what this worker owns (leases: refresh, take, steal);
 3. starts a reader for every shard that is ready (parents read to their end), not running, not
    stopped by a failure, and claimed by the assignment;
@@ -52,22 +50,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 DISCOVERY_RETRY = RetryPolicy(max_attempts=None, max_delay_s=10)
-DISCOVERY_PAGES_PER_S = 1.0
-"""The periodic listing's pace per worker: DescribeStream allows 10 calls a second per account, shared by
-every worker and tool, and pages hold 100 shards (about 7,000 listed at 1,000 open shards: 70 pages)."""
-SHARDS_PER_PAGE = 100
-
-
-def discovery_interval_s(configured_s: float, listed: int) -> float:
-    """Seconds between two full listings: the configured interval, or longer for a long listing.
-
-    A worker lists at most ``DISCOVERY_PAGES_PER_S`` pages a second on average; the children of a shard
-    read to its end do not wait for the listing (``child_shards``).
-    """
-    pages = -(-listed // SHARDS_PER_PAGE)
-    return max(configured_s, pages / DISCOVERY_PAGES_PER_S)
-
-
 """Listing shards and assigning them is retried without limit: the worker has nothing else to do."""
 
 FINAL_CHECKPOINT_RETRY = RetryPolicy(max_attempts=2, max_delay_s=1)
@@ -118,9 +100,6 @@ class Coordinator:
         self._shutdown_readers: list[ShardReader] = []
         self._stopping = False
         self._rediscover = True
-        self._children_wanted: set[str] = set()
-        """Shards this worker read to their end whose children were not looked up yet."""
-        self._interval_s = cfg.reader.shard_discovery_interval_s
         self.watch = stream_watch.StreamWatch(api, cfg, stream_arn, state=state, metrics=metrics)
         self.next_stream: StreamInfo | None = None
         """Set when ``run`` returned because the old stream is read to its end and a new one replaced it."""
@@ -135,13 +114,12 @@ class Coordinator:
     async def run(self) -> None:
         """Coordinate until cancelled (the service cancels it on stop)."""
         await self.assignment.start()
+        interval = self.cfg.reader.shard_discovery_interval_s
         next_discovery = 0.0
         while not self._stopping:
-            if self._children_wanted and not self._rediscover:
-                await self._discover_children()
             if self._rediscover or time.monotonic() >= next_discovery:
                 await self._discover()
-                next_discovery = time.monotonic() + self._interval_s
+                next_discovery = time.monotonic() + interval
             await self.assignment.assign(self.tree)
             if self._initial is None:
                 # After the first assign: leased checkpoints are known only once the leases were read.
@@ -166,8 +144,6 @@ class Coordinator:
             metrics=self.metrics,
         )
         self._rediscover = False
-        self._children_wanted.clear()
-        self._interval_s = discovery_interval_s(self.cfg.reader.shard_discovery_interval_s, len(shards))
         new = self.tree.update(shards)
         if new:
             log.info("shards_discovered", new=len(new), known=len(self.tree.shards))
@@ -176,26 +152,6 @@ class Coordinator:
         if self.tree.shards and all(shard.closed for shard in self.tree.shards.values()):
             # An enabled DynamoDB stream always has an open shard: this one was disabled, or replaced.
             await self.watch.check()
-
-    async def _discover_children(self) -> None:
-        """Look up the children of the shards read to their end; a source that cannot, lists the stream."""
-        children: list[Shard] = []
-        for shard_id in sorted(self._children_wanted):
-            found = await retrying(
-                "DescribeStream",
-                lambda sid=shard_id: self.api.child_shards(self.stream_arn, sid),  # type: ignore[misc]
-                policy=DISCOVERY_RETRY,
-                metrics=self.metrics,
-            )
-            if found is None:
-                self._rediscover = True
-                return
-            children.extend(found)
-        self._children_wanted.clear()
-        new = self.tree.update(children)
-        if new:
-            log.info("shards_discovered", new=len(new), known=len(self.tree.shards), by="child_shards")
-            await self.assignment.discovered(new)
 
     def _stream_to_follow(self) -> StreamInfo | None:
         """The stream that replaced this one, once every shard of this one is read to its end."""
@@ -400,11 +356,9 @@ class Coordinator:
             if not task.done():
                 continue
             del self._running[shard_id]
+            # Whatever ended, the next cycle lists the shards again: an ended shard's children may be new.
+            self._rediscover = True
             exc = task.exception() if not task.cancelled() else None
-            if exc is None and not task.cancelled() and task.result() == "shard_end":
-                self._children_wanted.add(shard_id)  # its children may be new: look them up at once
-            else:
-                self._rediscover = True
             stopped = exc is None and not task.cancelled() and task.result() == "stopped"
             if isinstance(exc, LeaseLostError) or (
                 stopped and not self._stopping and not self.assignment.owns(shard_id)

@@ -95,16 +95,6 @@ class ChangeSource(Protocol):
         """
         ...
 
-    async def child_shards(self, stream_arn: str, shard_id: str) -> list[Shard] | None:
-        """Return the shards whose parent is ``shard_id`` (one cheap call), or None if this source cannot.
-
-        Asked when a shard was read to its end, instead of listing the whole stream again: at a thousand
-        open shards the stream lists about seven thousand (24 h of retention, ~4 h rollovers), 70 pages
-        of a call limited to 10 a second per account. None: the caller lists the stream instead. An empty
-        list is an answer (no child yet: the periodic listing finds it later). No side effects.
-        """
-        ...
-
     async def get_iterator(
         self, stream_arn: str, shard_id: str, iterator_type: IteratorType, sequence_number: str | None = None
     ) -> ShardIterator:

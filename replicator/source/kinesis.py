@@ -213,10 +213,6 @@ class KinesisSource:
                 await self._sleep(wait)
             self._last_list = self._clock()
 
-    async def child_shards(self, stream_arn: str, shard_id: str) -> None:  # noqa: ARG002 - the Protocol's signature
-        """None: a Kinesis shard's children are found by listing the stream (ListShards pages hold 1,000)."""
-        return
-
     async def list_shards(self, stream_arn: str) -> list[Shard]:
         """Every shard of the stream, open and closed (ListShards, all pages)."""
         shards: list[Shard] = []

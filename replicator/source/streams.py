@@ -67,9 +67,7 @@ class StreamsSource:
                 return [arn for _, arn in sorted(labelled)]
             kwargs["ExclusiveStartStreamArn"] = last
 
-    async def _describe(
-        self, stream_arn: str, start: str | None, *, limit: int = 100, shard_filter: Mapping[str, str] | None = None
-    ) -> Mapping[str, Any]:
+    async def _describe(self, stream_arn: str, start: str | None, *, limit: int = 100) -> Mapping[str, Any]:
         # DescribeStream allows 10 calls/s per account; pace ours so a stream with hundreds of shards
         # is listed at full speed without being throttled.
         async with self._describe_lock:
@@ -80,8 +78,6 @@ class StreamsSource:
         kwargs: dict[str, Any] = {"StreamArn": stream_arn, "Limit": limit}
         if start is not None:
             kwargs["ExclusiveStartShardId"] = start
-        if shard_filter is not None:
-            kwargs["ShardFilter"] = shard_filter
         try:
             result: Mapping[str, Any] = (await self._streams.describe_stream(**kwargs))["StreamDescription"]
         except Exception as exc:
@@ -95,22 +91,6 @@ class StreamsSource:
         while True:
             page = await self._describe(stream_arn, start)
             shards.extend(Shard.from_api(s) for s in page.get("Shards", []))
-            start = page.get("LastEvaluatedShardId")
-            if not start:
-                return shards
-
-    async def child_shards(self, stream_arn: str, shard_id: str) -> list[Shard]:
-        """The children of a shard: DescribeStream with ``ShardFilter`` CHILD_SHARDS (paced as every DescribeStream)."""
-        shards: list[Shard] = []
-        start: str | None = None
-        while True:
-            page = await self._describe(stream_arn, start, shard_filter={"Type": "CHILD_SHARDS", "ShardId": shard_id})
-            # A child names its parent; anything else an endpoint returns is not an answer to this question.
-            shards.extend(
-                shard
-                for shard in (Shard.from_api(s) for s in page.get("Shards", []))
-                if shard_id in (shard.parent_shard_id, shard.adjacent_parent_shard_id)
-            )
             start = page.get("LastEvaluatedShardId")
             if not start:
                 return shards
