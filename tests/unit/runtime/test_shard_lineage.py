@@ -100,7 +100,10 @@ async def test_shard_appearing_while_running_is_picked_up(tmp_path: Path) -> Non
     rep = _replicator(_config(tmp_path, starting_position="LATEST"), stream, target)
 
     async def script() -> None:
-        await asyncio.sleep(0.3)
+        # Once the worker reads "a" (started at LATEST): a wall-clock delay could let a loaded worker's first
+        # listing see "b" already, open at start, which LATEST then rightly skips.
+        while ("a", "LATEST", None) not in stream.iterator_requests:  # noqa: ASYNC110 - the scripted stream has no event
+            await asyncio.sleep(0.01)
         stream.close("a")
         stream.add_shard("b", parent="a")
         stream.put("b", "k2", 2)
