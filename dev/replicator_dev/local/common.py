@@ -166,8 +166,26 @@ class LocalProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
-        """Launch the process and wait until it answers."""
+        """Launch the process and wait until it answers; return self.
+
+        A port chosen here (none given) that turns out to be taken is replaced by a fresh one: between
+        ``free_port`` and the process's bind another process (a parallel test worker) may take it.
+        """
+        if self._requested_port is None:
+            for _ in range(AUTO_PORT_ATTEMPTS - 1):
+                try:
+                    return self._start_once()
+                except PortTakenError:
+                    self._forget_port()
+        return self._start_once()
+
+    def _start_once(self) -> Self:
+        """Launch once on ``self._port`` (a free one when None); PortTakenError when it was taken."""
         raise NotImplementedError
+
+    def _forget_port(self) -> None:
+        """Let the next start pick a fresh port."""
+        self._port = None
 
     def close(self) -> None:
         """Stop the process and remove what this object created."""

@@ -33,7 +33,6 @@ from typing import IO, Any, Self
 import botocore.exceptions
 
 from replicator_dev.local.common import (
-    AUTO_PORT_ATTEMPTS,
     DEFAULT_REGION,
     LocalInfraError,
     LocalProcess,
@@ -197,19 +196,6 @@ class DynamoDBLocal(LocalProcess):
             env.pop("FAKETIME", None)  # the env variable would override the file
         return cmd, env
 
-    def start(self) -> Self:
-        """Launch the process and block until it answers ``ListTables``; return self.
-
-        A port chosen here (none given) that turns out to be taken is replaced by a fresh one.
-        """
-        if self._requested_port is None:
-            for _ in range(AUTO_PORT_ATTEMPTS - 1):
-                try:
-                    return self._start_once()
-                except PortTakenError:
-                    self._forget_port()
-        return self._start_once()
-
     def _forget_port(self) -> None:
         self._port = None
         if self._own_log and self._log_path is not None:
@@ -217,6 +203,7 @@ class DynamoDBLocal(LocalProcess):
             self._log_path = None
 
     def _start_once(self) -> Self:
+        """Launch once and block until it answers ``ListTables``."""
         with self._lock:
             if self.running:
                 raise LocalInfraError(f"{self!r} is already running")

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from replicator_dev.local.common import (
-    AUTO_PORT_ATTEMPTS,
     DEFAULT_REGION,
     LocalInfraError,
     LocalProcess,
@@ -67,20 +66,8 @@ class MotoServer(LocalProcess):
             return ""
         return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def start(self) -> Self:
-        """Launch the server and block until it answers; return self.
-
-        A port chosen here (none given) that turns out to be taken is replaced by a fresh one.
-        """
-        if self._requested_port is None:
-            for _ in range(AUTO_PORT_ATTEMPTS - 1):
-                try:
-                    return self._start_once()
-                except PortTakenError:
-                    pass  # the failed start's stop() forgot the port: the next try picks a fresh one
-        return self._start_once()
-
     def _start_once(self) -> Self:
+        """Launch once and block until the server answers."""
         if self.running:
             raise LocalInfraError("moto server is already running")
         if self._port is None:
